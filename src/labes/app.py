@@ -1,0 +1,85 @@
+"""The ASGI application: wiring only."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from sqlalchemy.orm import Session, sessionmaker
+
+from labes import __version__
+from labes.config import Settings, get_settings
+from labes.db import get_sessionmaker
+from labes.errors import install_handlers
+from labes.logging import configure as configure_logging
+from labes.migrate import current_revision, head_revision
+from labes.registry.routes import router as registry_router
+from labes.security.routes import router as security_router
+
+access_log = logging.getLogger("labes.access")
+
+
+def create_app(settings: Settings | None = None, factory: sessionmaker[Session] | None = None) -> FastAPI:
+    """Build the Labes API for `settings` and the session `factory` (defaults: the environment's)."""
+    settings = settings or get_settings()
+    configure_logging(settings.log_level)
+    app = FastAPI(
+        title="Labes",
+        version=__version__,
+        summary="Electronic data interchange for a national health-insurance fund.",
+    )
+    app.state.settings = settings
+    app.state.sessionmaker = factory or get_sessionmaker()
+    install_handlers(app)
+
+    @app.middleware("http")
+    async def request_log(request: Request, call_next):
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        request.state.request_id = request_id
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            response.headers["x-request-id"] = request_id
+            return response
+        finally:
+            route = request.scope.get("route")
+            access_log.info(
+                "request",
+                extra={"fields": {
+                    "request_id": request_id,
+                    "method": request.method,
+                    "route": getattr(route, "path", request.url.path),
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                }},
+            )
+
+    @app.get("/healthz", tags=["operations"], openapi_extra={"x-permission": "public"})
+    def healthz() -> dict[str, str]:
+        """The process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"], openapi_extra={"x-permission": "public"})
+    def readyz(request: Request) -> JSONResponse:
+        """The database answers and its schema is at the latest migration."""
+        try:
+            with request.app.state.sessionmaker() as session:
+                session.execute(text("SELECT 1"))
+                current = current_revision(session.connection())
+        except Exception as exc:  # any failure to reach the database means "not ready"
+            return JSONResponse({"status": "unavailable", "database": f"unreachable: {type(exc).__name__}"}, 503)
+        head = head_revision()
+        if current != head:
+            return JSONResponse({"status": "unavailable", "database": "reachable", "migration": current,
+                                 "expected": head, "detail": "run `labes db upgrade`"}, 503)
+        return JSONResponse({"status": "ok", "database": "reachable", "migration": current})
+
+    app.include_router(security_router)
+    app.include_router(registry_router)
+    return app

@@ -1,0 +1,1 @@
+"""The registry of beneficiaries (persons, insured members, dependants, coverage, Amen households) and providers."""

@@ -1,0 +1,257 @@
+"""The machinery of bulk imports: stream a CSV, validate each row, upsert in chunks, report bad rows.
+
+The file is read row by row and written in chunks, each chunk one transaction, so memory stays flat
+and an interrupted import re-run reaches the same final state (every write is an idempotent upsert).
+A chunk the database refuses (say, a CIN already used by another person) is replayed row by row with a
+savepoint per row, so only the offending rows go to the error file.
+"""
+
+from __future__ import annotations
+
+import csv
+from abc import ABC, abstractmethod
+import hashlib
+import io
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from labes.db import Base, session_scope, upsert
+from labes.security import audit
+from labes.security.audit import Actor
+
+CHUNK_ROWS = 5000
+
+
+class RowError(ValueError):
+    """A bad value in one row: which field and why."""
+
+    def __init__(self, field_name: str, reason: str) -> None:
+        super().__init__(reason)
+        self.field = field_name
+        self.reason = reason
+
+
+class FileError(ValueError):
+    """A file that cannot be imported at all (unreadable, wrong header)."""
+
+
+Bundle = dict[type[Base], list[dict[str, Any]]]
+
+
+@dataclass
+class ImportResult:
+    kind: str
+    rows: int = 0
+    loaded: int = 0
+    rejected: int = 0
+    errors_path: Path | None = None
+    sha256: str = ""
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def parse_date(row: dict[str, str], name: str, *, required: bool = False) -> date | None:
+    """Return the ISO date in `row[name]`, or None when empty and not required."""
+    value = row.get(name, "").strip()
+    if not value:
+        if required:
+            raise RowError(name, "is required")
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise RowError(name, f"{value!r} is not a date (YYYY-MM-DD)") from None
+
+
+def required(row: dict[str, str], name: str, *, max_length: int = 200) -> str:
+    """Return the non-empty value of `row[name]`."""
+    value = row.get(name, "").strip()
+    if not value:
+        raise RowError(name, "is required")
+    if len(value) > max_length:
+        raise RowError(name, f"is longer than {max_length} characters")
+    return value
+
+
+def optional(row: dict[str, str], name: str, *, max_length: int = 200) -> str | None:
+    """Return the value of `row[name]` or None when empty."""
+    value = row.get(name, "").strip()
+    if len(value) > max_length:
+        raise RowError(name, f"is longer than {max_length} characters")
+    return value or None
+
+
+def choice(row: dict[str, str], name: str, choices: tuple[str, ...], *, default: str | None = None) -> str:
+    """Return `row[name]` if it is one of `choices`."""
+    value = row.get(name, "").strip() or default
+    if value is None:
+        raise RowError(name, "is required")
+    if value not in choices:
+        raise RowError(name, f"{value!r} is not one of {', '.join(choices)}")
+    return value
+
+
+def flag(row: dict[str, str], name: str) -> bool:
+    """Return a 0/1 cell as a bool."""
+    value = row.get(name, "").strip()
+    if value in ("", "0"):
+        return False
+    if value == "1":
+        return True
+    raise RowError(name, f"{value!r} is not 0 or 1")
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class BulkImport(ABC):
+    """One import run. Subclasses define the columns and `parse` (a row → rows per table)."""
+
+    kind = ""
+    columns: tuple[str, ...] = ()
+    tables: tuple[type[Base], ...] = ()  # in foreign-key order
+
+    def __init__(self, factory: sessionmaker[Session], *, actor: Actor) -> None:
+        self.factory = factory
+        self.actor = actor
+
+    # Subclass hooks -------------------------------------------------------------------------
+    @abstractmethod
+    def parse(self, row: dict[str, str]) -> tuple[Bundle, bool]:
+        """Return the rows to upsert for one CSV row and whether a chunk may end before it."""
+
+    def check_chunk(self, session: Session, bundles: list[tuple[int, Bundle]]) -> dict[int, RowError]:
+        """Return errors for rows whose references do not exist (checked in one query per chunk)."""
+        return {}
+
+    # Driver ---------------------------------------------------------------------------------
+    def _rows(self, path: Path) -> Iterator[tuple[int, dict[str, str]]]:
+        with path.open("rb") as raw:
+            text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
+            reader = csv.DictReader(text)
+            header = reader.fieldnames or []
+            unknown = [c for c in header if c not in self.columns]
+            missing = [c for c in self.columns if c not in header]
+            if unknown or missing:
+                parts = []
+                if unknown:
+                    parts.append(f"unknown column(s): {', '.join(unknown)}")
+                if missing:
+                    parts.append(f"missing column(s): {', '.join(missing)}")
+                raise FileError(f"{path.name}: the header does not match the {self.kind} format ({'; '.join(parts)}); "
+                                f"see docs/csv-formats.md.")
+            try:
+                for row in reader:
+                    if None in row:
+                        row["__extra__"] = row.pop(None)  # more cells than columns
+                    yield reader.line_num, row
+                    self.position = raw.tell()
+            except UnicodeDecodeError as exc:
+                raise FileError(f"{path.name}: not UTF-8 text near byte {exc.start}.") from None
+            except csv.Error as exc:
+                raise FileError(f"{path.name}, line {reader.line_num}: {exc}") from None
+
+    def run(self, path: Path, *, errors_path: Path | None = None,
+            progress: Callable[[int, int], None] | None = None) -> ImportResult:
+        """Import `path`; bad rows go to `errors_path` (default: next to the file)."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileError(f"No such file: {path}")
+        total_bytes = path.stat().st_size
+        errors_path = errors_path or path.with_name(path.stem + ".errors.csv")
+        result = ImportResult(self.kind, errors_path=errors_path, sha256=_file_sha256(path))
+        self.position = 0
+        chunk: list[tuple[int, Bundle]] = []
+        with errors_path.open("w", newline="", encoding="utf-8") as err_handle:
+            errors = csv.writer(err_handle)
+            errors.writerow(["row", "field", "reason"])
+
+            def reject(line: int, exc: RowError) -> None:
+                errors.writerow([line, exc.field, exc.reason])
+                result.rejected += 1
+
+            for line, row in self._rows(path):
+                result.rows += 1
+                try:
+                    if "__extra__" in row:
+                        raise RowError("row", "has more cells than the header has columns")
+                    bundle, boundary = self.parse(row)
+                except RowError as exc:
+                    reject(line, exc)
+                    continue
+                if boundary and len(chunk) >= CHUNK_ROWS:
+                    self._write(chunk, result, reject)
+                    chunk = []
+                    if progress:
+                        progress(self.position, total_bytes)
+                chunk.append((line, bundle))
+            self._write(chunk, result, reject)
+            if progress:
+                progress(total_bytes, total_bytes)
+        if result.rejected == 0:
+            errors_path.unlink()
+            result.errors_path = None
+        with session_scope(self.factory) as session:
+            audit.record(session, actor=self.actor, action=f"registry:import:{self.kind}", entity_type="import",
+                         entity_id=path.name, after={"sha256": result.sha256, "rows": result.rows,
+                                                     "loaded": result.loaded, "rejected": result.rejected,
+                                                     "counts": result.counts})
+        return result
+
+    def _write(self, chunk: list[tuple[int, Bundle]], result: ImportResult, reject) -> None:
+        if not chunk:
+            return
+        with session_scope(self.factory) as session:
+            bad = self.check_chunk(session, chunk)
+            for line, exc in bad.items():
+                reject(line, exc)
+            good = [(line, bundle) for line, bundle in chunk if line not in bad]
+            try:
+                with session.begin_nested():
+                    self._upsert(session, [bundle for _, bundle in good])
+            except IntegrityError:
+                good = self._write_row_by_row(session, good, reject)
+            result.loaded += len(good)
+            for _, bundle in good:
+                for model, rows in bundle.items():
+                    result.counts[model.__tablename__] = result.counts.get(model.__tablename__, 0) + len(rows)
+
+    def _upsert(self, session: Session, bundles: list[Bundle]) -> None:
+        for model in self.tables:
+            rows: dict[Any, dict[str, Any]] = {}
+            for bundle in bundles:
+                for item in bundle.get(model, ()):
+                    rows[item["id"]] = item  # the last mention of a row in a chunk wins
+            upsert(session, model, list(rows.values()))
+
+    def _write_row_by_row(self, session: Session, chunk: list[tuple[int, Bundle]], reject) -> list[tuple[int, Bundle]]:
+        written = []
+        for line, bundle in chunk:
+            try:
+                with session.begin_nested():
+                    self._upsert(session, [bundle])
+                written.append((line, bundle))
+            except IntegrityError as exc:
+                reject(line, RowError(*self.explain(exc)))
+        return written
+
+    def explain(self, exc: IntegrityError) -> tuple[str, str]:
+        """Turn a database refusal into (field, reason) for the error file."""
+        message = str(exc.orig).lower()
+        if "cin" in message:
+            return "cin", "this CIN already belongs to another person in the registry"
+        if "person_id" in message:
+            return "cin", "this person is already the insured member of another family"
+        if "foreign key" in message:
+            return "row", "refers to a record that does not exist"
+        return "row", "refused by the database: " + str(exc.orig).splitlines()[0][:200]

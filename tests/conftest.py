@@ -1,0 +1,104 @@
+"""Test databases: built by the Alembic migrations, on SQLite and (when configured) PostgreSQL.
+
+Every test that touches the database runs once per backend. A test's writes happen inside an outer
+transaction that is rolled back at the end; the code under test commits into a savepoint.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import date
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from labes.config import Settings
+from labes.db import Base, make_engine
+from labes.migrate import upgrade
+from labes.models import load_all
+
+load_all()
+PG_URL = os.environ.get("LABES_TEST_DATABASE_URL")
+BACKENDS = ["sqlite", "postgresql"]
+
+
+def _reset_postgresql(url: str) -> None:
+    engine = make_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text("DROP SCHEMA public CASCADE"))
+        connection.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def db_url(request, tmp_path_factory) -> str:
+    """The URL of a freshly migrated test database."""
+    if request.param == "postgresql":
+        if not PG_URL:
+            if os.environ.get("LABES_REQUIRE_ALL_BACKENDS"):
+                pytest.fail("LABES_REQUIRE_ALL_BACKENDS is set but LABES_TEST_DATABASE_URL is not")
+            pytest.skip("PostgreSQL tests need LABES_TEST_DATABASE_URL (set by .ci/run)")
+        url = PG_URL
+        _reset_postgresql(url)
+    else:
+        url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'labes-test.db'}"
+    upgrade(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def engine(db_url: str) -> Iterator[Engine]:
+    engine = make_engine(db_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def factory(engine: Engine) -> Iterator[sessionmaker[Session]]:
+    """Sessions joined to one outer transaction that is rolled back after the test."""
+    connection = engine.connect()
+    outer = connection.begin()
+    yield sessionmaker(bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False)
+    outer.rollback()
+    connection.close()
+
+
+@pytest.fixture
+def session(factory: sessionmaker[Session]) -> Iterator[Session]:
+    with factory() as session:
+        yield session
+
+
+@pytest.fixture
+def committed(engine: Engine) -> Iterator[sessionmaker[Session]]:
+    """A session factory whose commits are real (CLI, imports); every table is emptied afterwards."""
+    yield sessionmaker(bind=engine, expire_on_commit=False)
+    with engine.begin() as connection:
+        for table in reversed(Base.metadata.sorted_tables):
+            connection.execute(table.delete())
+
+
+@pytest.fixture
+def app_for():
+    """Build the API over a session factory."""
+    from labes.app import create_app
+
+    def build(factory: sessionmaker[Session]):
+        return create_app(Settings(database_url="sqlite://", environment="test", log_level="WARNING"), factory)
+
+    return build
+
+
+@pytest.fixture
+def client(app_for, factory) -> Iterator[TestClient]:
+    with TestClient(app_for(factory)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def today() -> date:
+    return date.today()
