@@ -139,27 +139,30 @@ class BulkImport(ABC):
         with path.open("rb") as raw:
             text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
             reader = csv.DictReader(text)
-            header = reader.fieldnames or []
-            unknown = [c for c in header if c not in self.columns]
-            missing = [c for c in self.columns if c not in header]
-            if unknown or missing:
-                parts = []
-                if unknown:
-                    parts.append(f"unknown column(s): {', '.join(unknown)}")
-                if missing:
-                    parts.append(f"missing column(s): {', '.join(missing)}")
-                raise FileError(f"{path.name}: the header does not match the {self.kind} format ({'; '.join(parts)}); "
-                                f"see docs/csv-formats.md.")
             try:
+                self._check_header(path, reader.fieldnames or [])
                 for row in reader:
                     if None in row:
                         row["__extra__"] = row.pop(None)  # more cells than columns
                     yield reader.line_num, row
                     self.position = raw.tell()
             except UnicodeDecodeError as exc:
-                raise FileError(f"{path.name}: not UTF-8 text near byte {exc.start}.") from None
+                raise FileError(f"{path.name}: not UTF-8 text (near line {reader.line_num + 1}); "
+                                "save the file as UTF-8.") from None
             except csv.Error as exc:
                 raise FileError(f"{path.name}, line {reader.line_num}: {exc}") from None
+
+    def _check_header(self, path: Path, header: list[str]) -> None:
+        unknown = [c for c in header if c not in self.columns]
+        missing = [c for c in self.columns if c not in header]
+        if unknown or missing:
+            parts = []
+            if unknown:
+                parts.append(f"unknown column(s): {', '.join(unknown)}")
+            if missing:
+                parts.append(f"missing column(s): {', '.join(missing)}")
+            raise FileError(f"{path.name}: the header does not match the {self.kind} format ({'; '.join(parts)}); "
+                            f"see docs/csv-formats.md.")
 
     def run(self, path: Path, *, errors_path: Path | None = None,
             progress: Callable[[int, int], None] | None = None) -> ImportResult:
@@ -176,9 +179,15 @@ class BulkImport(ABC):
             errors = csv.writer(err_handle)
             errors.writerow(["row", "field", "reason"])
 
+            pending: list[tuple[int, str, str]] = []  # written in row order once their chunk is done
+
             def reject(line: int, exc: RowError) -> None:
-                errors.writerow([line, exc.field, exc.reason])
+                pending.append((line, exc.field, exc.reason))
                 result.rejected += 1
+
+            def flush_errors() -> None:
+                errors.writerows(sorted(pending))
+                pending.clear()
 
             for line, row in self._rows(path):
                 result.rows += 1
@@ -191,11 +200,13 @@ class BulkImport(ABC):
                     continue
                 if boundary and len(chunk) >= CHUNK_ROWS:
                     self._write(chunk, result, reject)
+                    flush_errors()
                     chunk = []
                     if progress:
                         progress(self.position, total_bytes)
                 chunk.append((line, bundle))
             self._write(chunk, result, reject)
+            flush_errors()
             if progress:
                 progress(total_bytes, total_bytes)
         if result.rejected == 0:

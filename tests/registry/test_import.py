@@ -1,0 +1,263 @@
+"""Bulk import: idempotent upserts, every kind of bad row reported, good rows loaded."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from labes.registry.bulk import FileError
+from labes.registry.importer import MEMBER_COLUMNS, PROVIDER_COLUMNS, MembersImport, ProvidersImport
+from labes.registry.identifiers import make_social_id
+from labes.registry.models import (
+    AmenHousehold, AmenMember, ChronicCondition, CoveragePeriod, Dependant, Facility, Member, Person, Practice,
+    Professional,
+)
+from labes.security.audit import Actor, verify
+from labes.security.models import AuditEvent
+
+ACTOR = Actor("cli", "tests")
+SID1 = make_social_id("010000001")
+SID2 = make_social_id("010000002")
+
+
+def member_row(social_id: str, cin: str, **overrides) -> dict[str, str]:
+    row = dict.fromkeys(MEMBER_COLUMNS, "")
+    row.update({"record_type": "member", "social_id": social_id, "relationship": "insured", "rank": "0", "cin": cin,
+                "first_name_ar": "محمد", "last_name_ar": "الطرابلسي", "first_name_lat": "Mohamed",
+                "last_name_lat": "Trabelsi", "birth_date": "1978-04-02", "sex": "M", "phone": "+21698111222",
+                "language": "ar", "governorate": "KAS", "delegation": "Sbeitla", "regime": "CNSS",
+                "employer": "Société des Ciments|1234567A/M/000", "affiliation_start": "2005-01-01", "status": "active",
+                "care_scheme": "public", "scheme_since": "2019-07-01"})
+    row.update(overrides)
+    return row
+
+
+def dependant_row(social_id: str, relationship: str, rank: int, **overrides) -> dict[str, str]:
+    row = dict.fromkeys(MEMBER_COLUMNS, "")
+    row.update({"record_type": "dependant", "social_id": social_id, "relationship": relationship, "rank": str(rank),
+                "first_name_ar": "سلمى", "last_name_ar": "الطرابلسي", "first_name_lat": "Salma",
+                "last_name_lat": "Trabelsi", "birth_date": "2012-09-30", "sex": "F"})
+    row.update(overrides)
+    return row
+
+
+def provider_rows() -> list[dict[str, str]]:
+    facility = dict.fromkeys(PROVIDER_COLUMNS, "")
+    facility.update({"record_type": "facility", "code": "FKAS00001", "kind": "regional_hospital",
+                     "name_ar": "المستشفى الجهوي بالقصرين", "name_lat": "Hôpital régional de Kasserine",
+                     "governorate": "KAS", "sector": "public"})
+    doctor = dict.fromkeys(PROVIDER_COLUMNS, "")
+    doctor.update({"record_type": "professional", "licence": "L000001", "kind": "general_practitioner",
+                   "family_doctor": "1", "name_ar": "د. سامي", "name_lat": "Dr Sami Ayari", "governorate": "KAS",
+                   "sector": "private", "facilities": "FKAS00001", "contract_number": "C1001",
+                   "contract_start": "2020-01-01", "contract_status": "active", "tax_regime": "actual"})
+    return [facility, doctor]
+
+
+def write(path: Path, columns, rows) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def count(factory, model) -> int:
+    with factory() as session:
+        return session.scalar(select(func.count()).select_from(model))
+
+
+def errors_of(path: Path | None) -> list[dict[str, str]]:
+    assert path is not None
+    with path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture
+def family_file(tmp_path) -> Path:
+    rows = [
+        member_row(SID1, "08123456", chronic="01|E11|2021-01-01|", amen="A000000001|free|2024-01-01|2028-12-31"),
+        dependant_row(SID1, "spouse", 1, cin="08123457", birth_date="1982-01-01", first_name_lat="Amel"),
+        dependant_row(SID1, "child", 1),
+        dependant_row(SID1, "child", 2, birth_date="2003-02-01", student_until="2027-06-30", evidence="UNI-2025-1"),
+        member_row(SID2, "09000001", care_scheme="private", family_doctor="L000001", first_name_lat="Leila", sex="F"),
+    ]
+    return write(tmp_path / "members.csv", MEMBER_COLUMNS, rows)
+
+
+def load(committed, tmp_path, members: Path):
+    ProvidersImport(committed, actor=ACTOR).run(write(tmp_path / "providers.csv", PROVIDER_COLUMNS, provider_rows()))
+    return MembersImport(committed, actor=ACTOR).run(members)
+
+
+class TestMembersImport:
+    def test_loads_families_with_everything_they_carry(self, committed, tmp_path, family_file):
+        result = load(committed, tmp_path, family_file)
+        assert (result.rows, result.loaded, result.rejected) == (5, 5, 0)
+        assert result.errors_path is None
+        assert count(committed, Person) == 5
+        assert count(committed, Member) == 2
+        assert count(committed, Dependant) == 3
+        assert count(committed, CoveragePeriod) == 2
+        assert count(committed, ChronicCondition) == 1
+        assert count(committed, AmenHousehold) == 1
+        assert count(committed, AmenMember) == 4  # the head and the three dependants
+        with committed() as session:
+            doctor = session.scalar(select(CoveragePeriod.family_doctor_id).join(Member).where(Member.social_id == SID2))
+            assert doctor == session.scalar(select(Professional.id).where(Professional.licence == "L000001"))
+            member = session.scalar(select(Member).where(Member.social_id == SID1))
+            assert (member.employer, member.employer_tax_id) == ("Société des Ciments", "1234567A/M/000")
+
+    def test_running_twice_changes_nothing(self, committed, tmp_path, family_file):
+        load(committed, tmp_path, family_file)
+        with committed() as session:
+            first = session.execute(select(Person).order_by(Person.id)).scalars().all()
+            snapshot = [(p.id, p.cin, p.first_name_lat, p.birth_date) for p in first]
+        again = MembersImport(committed, actor=ACTOR).run(family_file)
+        assert again.rejected == 0
+        with committed() as session:
+            second = [(p.id, p.cin, p.first_name_lat, p.birth_date)
+                      for p in session.execute(select(Person).order_by(Person.id)).scalars()]
+        assert second == snapshot
+        assert count(committed, Dependant) == 3
+
+    def test_a_corrected_feed_updates_in_place(self, committed, tmp_path, family_file):
+        load(committed, tmp_path, family_file)
+        rows = [member_row(SID1, "08123456", phone="+21655000111", status="suspended")]
+        MembersImport(committed, actor=ACTOR).run(write(tmp_path / "fix.csv", MEMBER_COLUMNS, rows))
+        with committed() as session:
+            member = session.scalar(select(Member).where(Member.social_id == SID1))
+            assert member.status == "suspended"
+            assert session.get(Person, member.person_id).phone == "+21655000111"
+        assert count(committed, Member) == 2
+
+    def test_an_interrupted_import_rerun_reaches_the_same_state(self, committed, tmp_path, family_file, monkeypatch):
+        import labes.registry.bulk as bulk
+
+        monkeypatch.setattr(bulk, "CHUNK_ROWS", 1)  # one family per transaction
+        ProvidersImport(committed, actor=ACTOR).run(write(tmp_path / "providers.csv", PROVIDER_COLUMNS, provider_rows()))
+        original = MembersImport._write
+        calls = {"n": 0}
+
+        def crash_on_second_chunk(self, chunk, result, reject):
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise KeyboardInterrupt
+            return original(self, chunk, result, reject)
+
+        monkeypatch.setattr(MembersImport, "_write", crash_on_second_chunk)
+        with pytest.raises(KeyboardInterrupt):
+            MembersImport(committed, actor=ACTOR).run(family_file)
+        assert count(committed, Member) == 1  # the first family committed, the second never started
+        monkeypatch.setattr(MembersImport, "_write", original)
+        MembersImport(committed, actor=ACTOR).run(family_file)
+        assert (count(committed, Member), count(committed, Dependant), count(committed, Person)) == (2, 3, 5)
+
+    @pytest.mark.parametrize(("overrides", "field"), [
+        ({"social_id": "01000000100"}, "social_id"),
+        ({"cin": "1234567"}, "cin"),
+        ({"cin": ""}, "cin"),
+        ({"birth_date": "1978-13-02"}, "birth_date"),
+        ({"sex": "X"}, "sex"),
+        ({"governorate": "PAR"}, "governorate"),
+        ({"regime": "PRIVATE"}, "regime"),
+        ({"care_scheme": "private"}, "family_doctor"),
+        ({"care_scheme": "private", "family_doctor": "L999999"}, "family_doctor"),
+        ({"affiliation_end": "2000-01-01"}, "affiliation_end"),
+        ({"chronic": "99|X00|2020-01-01|"}, "chronic"),
+        ({"amen": "A1|gold|2024-01-01|"}, "amen"),
+        ({"phone": "12345"}, "phone"),
+        ({"first_name_ar": ""}, "first_name_ar"),
+    ])
+    def test_each_bad_member_row_is_reported_and_the_good_rows_load(self, committed, tmp_path, overrides, field):
+        second = member_row(SID2, "09000001")
+        second.update(overrides)
+        rows = [member_row(SID1, "08123456"), second]
+        result = load(committed, tmp_path, write(tmp_path / "members.csv", MEMBER_COLUMNS, rows))
+        assert (result.loaded, result.rejected) == (1, 1)
+        errors = errors_of(result.errors_path)
+        assert errors[0]["row"] == "3"  # header is line 1
+        assert errors[0]["field"] == field
+        assert errors[0]["reason"]
+        assert count(committed, Member) == 1
+
+    def test_orphan_dependant_and_bad_dependants(self, committed, tmp_path):
+        rows = [
+            dependant_row(make_social_id("010000099"), "child", 1, governorate="KAS"),  # no such member
+            member_row(SID1, "08123456"),
+            dependant_row(SID1, "cousin", 1),
+            dependant_row(SID1, "child", 0),
+            dependant_row(SID1, "child", 3, student_until="2027-01-01"),  # no evidence
+            dependant_row(SID1, "child", 4, disabled="yes"),
+            dependant_row(SID1, "child", 5),
+        ]
+        result = load(committed, tmp_path, write(tmp_path / "members.csv", MEMBER_COLUMNS, rows))
+        fields = [(e["row"], e["field"]) for e in errors_of(result.errors_path)]
+        assert fields == [("2", "social_id"), ("4", "relationship"), ("5", "rank"), ("6", "evidence"), ("7", "disabled")]
+        assert count(committed, Dependant) == 1
+
+    def test_a_cin_already_used_by_another_person_rejects_only_that_row(self, committed, tmp_path):
+        rows = [member_row(SID1, "08123456"), dependant_row(SID1, "spouse", 1, cin="09000001")]
+        load(committed, tmp_path, write(tmp_path / "a.csv", MEMBER_COLUMNS, rows))
+        # Another family's member now claims to be insured under the same CIN as family 1's member.
+        rows = [member_row(SID2, "08123456"), member_row(make_social_id("010000003"), "07000003")]
+        result = MembersImport(committed, actor=ACTOR).run(write(tmp_path / "b.csv", MEMBER_COLUMNS, rows))
+        assert (result.loaded, result.rejected) == (1, 1)
+        assert errors_of(result.errors_path)[0]["field"] == "cin"
+        assert count(committed, Member) == 2
+
+    def test_wrong_header_is_refused_before_anything_is_written(self, committed, tmp_path):
+        path = tmp_path / "members.csv"
+        path.write_text("record_type,social_id,nickname\nmember,1,x\n", encoding="utf-8")
+        with pytest.raises(FileError, match="unknown column.*nickname"):
+            MembersImport(committed, actor=ACTOR).run(path)
+        assert count(committed, Person) == 0
+
+    def test_not_utf8_is_refused(self, committed, tmp_path):
+        path = tmp_path / "members.csv"
+        path.write_bytes((",".join(MEMBER_COLUMNS) + "\n").encode() + "member,é".encode("latin-1") + b"\n")
+        with pytest.raises(FileError, match="UTF-8"):
+            MembersImport(committed, actor=ACTOR).run(path)
+
+    def test_extra_cells_reject_the_row(self, committed, tmp_path):
+        path = write(tmp_path / "members.csv", MEMBER_COLUMNS, [member_row(SID1, "08123456")])
+        with path.open("a", encoding="utf-8") as handle:
+            handle.write(",".join(member_row(SID2, "09000001").values()) + ",surplus\n")
+        result = load(committed, tmp_path, path)
+        assert result.rejected == 1 and errors_of(result.errors_path)[0]["field"] == "row"
+
+    def test_the_run_is_audited_with_the_file_hash(self, committed, tmp_path, family_file):
+        result = load(committed, tmp_path, family_file)
+        with committed() as session:
+            event = session.scalar(select(AuditEvent).where(AuditEvent.action == "registry:import:members"))
+            assert event.after["sha256"] == result.sha256
+            assert event.after["loaded"] == 5
+            assert verify(session).ok
+
+
+class TestProvidersImport:
+    def test_loads_facilities_professionals_and_practices(self, committed, tmp_path):
+        result = ProvidersImport(committed, actor=ACTOR).run(write(tmp_path / "p.csv", PROVIDER_COLUMNS, provider_rows()))
+        assert (result.loaded, result.rejected) == (2, 0)
+        assert (count(committed, Facility), count(committed, Professional), count(committed, Practice)) == (1, 1, 1)
+
+    @pytest.mark.parametrize(("overrides", "field"), [
+        ({"kind": "surgeon"}, "kind"),
+        ({"kind": "specialist", "family_doctor": "0"}, "specialty"),
+        ({"kind": "dentist"}, "family_doctor"),
+        ({"facilities": "FNOPE0001"}, "facilities"),
+        ({"tax_regime": "mixed"}, "tax_regime"),
+        ({"contract_end": "2019-01-01"}, "contract_end"),
+        ({"sector": "both"}, "sector"),
+        ({"licence": ""}, "licence"),
+    ])
+    def test_each_bad_provider_row_is_reported(self, committed, tmp_path, overrides, field):
+        facility, doctor = provider_rows()
+        doctor.update(overrides)
+        result = ProvidersImport(committed, actor=ACTOR).run(write(tmp_path / "p.csv", PROVIDER_COLUMNS, [facility, doctor]))
+        assert (result.loaded, result.rejected) == (1, 1)
+        assert errors_of(result.errors_path)[0]["field"] == field
+        assert count(committed, Professional) == 0
