@@ -77,15 +77,34 @@ def session_scope(factory: sessionmaker[Session] | None = None) -> Iterator[Sess
 
 
 def upsert(session: Session, model: type[Base], rows: list[dict], *, key: tuple[str, ...] = ("id",)) -> None:
-    """Insert `rows` into `model`'s table, updating the non-key columns of rows whose `key` exists."""
+    """Insert `rows` into `model`'s table, updating the non-key columns of rows whose `key` exists.
+
+    Values must already be in storage form: UUIDs as 32 hex digits, dates as ISO text (what
+    SQLAlchemy stores on SQLite, and what PostgreSQL's COPY reads).
+
+    Bulk loads bypass the ORM: PostgreSQL gets COPY into a temporary staging table and one
+    INSERT … SELECT … ON CONFLICT; SQLite gets one prepared statement run over all rows.
+    """
     if not rows:
         return
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    statement = insert(model.__table__)
-    updates = {c: statement.excluded[c] for c in rows[0] if c not in key}
-    statement = (statement.on_conflict_do_update(index_elements=list(key), set_=updates) if updates
-                 else statement.on_conflict_do_nothing(index_elements=list(key)))
-    session.connection().execute(statement, rows)
+    table = model.__table__
+    columns = list(rows[0])
+    updates = [c for c in columns if c not in key]
+    conflict = (f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET " + ", ".join(f"{c} = EXCLUDED.{c}" for c in updates)
+                if updates else f"ON CONFLICT ({', '.join(key)}) DO NOTHING")
+    column_list = ", ".join(columns)
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        stage = f"stage_{table.name}"
+        connection.exec_driver_sql(f"CREATE TEMP TABLE IF NOT EXISTS {stage} "
+                                   f"(LIKE {table.name} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
+        with connection.connection.driver_connection.cursor() as cursor:
+            with cursor.copy(f"COPY {stage} ({column_list}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row([row[c] for c in columns])
+        connection.exec_driver_sql(f"INSERT INTO {table.name} ({column_list}) SELECT {column_list} FROM {stage} {conflict}")
+        connection.exec_driver_sql(f"DELETE FROM {stage}")
+        return
+    placeholders = ", ".join("?" for _ in columns)
+    connection.exec_driver_sql(f"INSERT INTO {table.name} ({column_list}) VALUES ({placeholders}) {conflict}",
+                               [tuple(row[c] for c in columns) for row in rows])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 from sqlalchemy import select
@@ -13,10 +14,10 @@ from labes.registry.bulk import (
 )
 from labes.registry.models import (
     AmenHousehold, AmenMember, ChronicCondition, CoveragePeriod, Dependant, Facility, Member, Person, Practice,
-    Professional, natural_uuid,
+    Professional, natural_id,
 )
 from labes.registry.reference import chronic_disease_codes, governorate_codes
-from labes.registry.service import person_id_for, person_search_keys
+from labes.registry.service import person_search_keys
 
 MEMBER_COLUMNS = (
     "record_type", "social_id", "relationship", "rank", "cin", "first_name_ar", "last_name_ar", "first_name_lat",
@@ -29,6 +30,10 @@ PROVIDER_COLUMNS = (
     "delegation", "address", "sector", "facilities", "contract_number", "contract_start", "contract_end",
     "contract_status", "tax_id", "tax_regime",
 )
+
+
+def _iso(value: date | None) -> str | None:
+    return value.isoformat() if value else None
 
 
 def _cin(row: dict[str, str], *, needed: bool) -> str | None:
@@ -76,13 +81,13 @@ class MembersImport(BulkImport):
     def _person(self, row: dict[str, str], *, cin: str | None, family_key: str, governorate: str) -> dict[str, Any]:
         birth = parse_date(row, "birth_date", required=True)
         values = {
-            "id": person_id_for(cin=cin, family_key=family_key),
+            "id": natural_id("person", cin or family_key),
             "cin": cin,
             "first_name_ar": required(row, "first_name_ar", max_length=80),
             "last_name_ar": required(row, "last_name_ar", max_length=80),
             "first_name_lat": required(row, "first_name_lat", max_length=80),
             "last_name_lat": required(row, "last_name_lat", max_length=80),
-            "birth_date": birth,
+            "birth_date": birth.isoformat(),
             "sex": choice(row, "sex", ("M", "F")),
             "phone": _phone(row),
             "language": choice(row, "language", ("ar", "fr"), default="ar"),
@@ -109,9 +114,9 @@ class MembersImport(BulkImport):
                 raise RowError("chronic", f"{icd10!r} is not an ICD-10 code")
             valid_from = parse_date({"chronic": start}, "chronic", required=True)
             valid_to = parse_date({"chronic": end}, "chronic")
-            found.append({"id": natural_uuid("chronic", f"{person_id}/{code}/{valid_from.isoformat()}"),
-                          "person_id": person_id, "code": code, "icd10": icd10, "valid_from": valid_from,
-                          "valid_to": valid_to})
+            found.append({"id": natural_id("chronic", f"{person_id}/{code}/{valid_from.isoformat()}"),
+                          "person_id": person_id, "code": code, "icd10": icd10, "valid_from": valid_from.isoformat(),
+                          "valid_to": _iso(valid_to)})
         return found
 
     def parse(self, row: dict[str, str]) -> tuple[Bundle, bool]:
@@ -131,7 +136,7 @@ class MembersImport(BulkImport):
         governorate = _governorate(row)
         cin = _cin(row, needed=True)
         person = self._person(row, cin=cin, family_key=social_id, governorate=governorate)
-        member_id = natural_uuid("member", social_id)
+        member_id = natural_id("member", social_id)
         start = parse_date(row, "affiliation_start", required=True)
         end = parse_date(row, "affiliation_end")
         if end and end < start:
@@ -139,8 +144,8 @@ class MembersImport(BulkImport):
         employer, _, employer_tax_id = (row.get("employer", "") or "").partition("|")
         member = {"id": member_id, "person_id": person["id"], "social_id": social_id,
                   "regime": choice(row, "regime", rules.REGIMES), "employer": employer.strip() or None,
-                  "employer_tax_id": employer_tax_id.strip() or None, "affiliation_start": start,
-                  "affiliation_end": end, "status": choice(row, "status", rules.MEMBER_STATUSES)}
+                  "employer_tax_id": employer_tax_id.strip() or None, "affiliation_start": start.isoformat(),
+                  "affiliation_end": _iso(end), "status": choice(row, "status", rules.MEMBER_STATUSES)}
         scheme = choice(row, "care_scheme", rules.CARE_SCHEMES)
         since = parse_date(row, "scheme_since", required=True)
         licence = row.get("family_doctor", "").strip()
@@ -148,9 +153,9 @@ class MembersImport(BulkImport):
             raise RowError("family_doctor", "is required in the private scheme")
         if scheme != "private" and licence:
             raise RowError("family_doctor", "is chosen only in the private scheme")
-        coverage = {"id": natural_uuid("coverage", f"{social_id}/{since.isoformat()}"), "member_id": member_id,
-                    "scheme": scheme, "start_date": since,
-                    "family_doctor_id": natural_uuid("professional", licence) if licence else None,
+        coverage = {"id": natural_id("coverage", f"{social_id}/{since.isoformat()}"), "member_id": member_id,
+                    "scheme": scheme, "start_date": since.isoformat(),
+                    "family_doctor_id": natural_id("professional", licence) if licence else None,
                     "reason": "affiliation feed", "_licence": licence}
         bundle: Bundle = {Person: [person], Member: [member], CoveragePeriod: [coverage],
                           ChronicCondition: self._chronic(row, person["id"])}
@@ -162,10 +167,10 @@ class MembersImport(BulkImport):
             number, level, start_s, end_s = parts
             if level not in rules.AMEN_LEVELS:
                 raise RowError("amen", f"level {level!r} is not free or reduced")
-            amen_id = natural_uuid("amen", number)
+            amen_id = natural_id("amen", number)
             bundle[AmenHousehold] = [{"id": amen_id, "number": number, "level": level,
-                                      "valid_from": parse_date({"amen": start_s}, "amen", required=True),
-                                      "valid_to": parse_date({"amen": end_s}, "amen"), "governorate": governorate}]
+                                      "valid_from": parse_date({"amen": start_s}, "amen", required=True).isoformat(),
+                                      "valid_to": _iso(parse_date({"amen": end_s}, "amen")), "governorate": governorate}]
             bundle[AmenMember] = [self._amen_member(amen_id, number, person["id"], head=True)]
             amen = (amen_id, number)
         self._family = (social_id, amen, governorate)
@@ -173,7 +178,7 @@ class MembersImport(BulkImport):
 
     @staticmethod
     def _amen_member(household_id: Any, number: str, person_id: Any, *, head: bool) -> dict[str, Any]:
-        return {"id": natural_uuid("amen_member", f"{number}/{person_id}"), "household_id": household_id,
+        return {"id": natural_id("amen_member", f"{number}/{person_id}"), "household_id": household_id,
                 "person_id": person_id, "head": head}
 
     def _parse_dependant(self, row: dict[str, str], social_id: str) -> Bundle:
@@ -194,9 +199,9 @@ class MembersImport(BulkImport):
         if (disabled or student_until) and not evidence:
             raise RowError("evidence", "is required for a student or disabled dependant (the certificate's reference)")
         unmarried = relationship == "child" and person["sex"] == "F" and bool(evidence) and not disabled and not student_until
-        dependant = {"id": natural_uuid("dependant", family_key), "member_id": natural_uuid("member", social_id),
+        dependant = {"id": natural_id("dependant", family_key), "member_id": natural_id("member", social_id),
                      "person_id": person["id"], "relationship": relationship, "rank": rank,
-                     "student_until": student_until, "disabled": disabled, "unmarried_no_income": unmarried,
+                     "student_until": _iso(student_until), "disabled": disabled, "unmarried_no_income": unmarried,
                      "evidence": evidence, "start_date": None, "end_date": None, "_social_id": social_id}
         bundle: Bundle = {Person: [person], Dependant: [dependant], ChronicCondition: self._chronic(row, person["id"])}
         if family and family[1] is not None:
@@ -247,8 +252,8 @@ class ProvidersImport(BulkImport):
         status = row.get("contract_status", "").strip() or None
         if status and status not in rules.CONTRACT_STATUSES:
             raise RowError("contract_status", f"{status!r} is not one of {', '.join(rules.CONTRACT_STATUSES)}")
-        return {"contract_number": optional(row, "contract_number", max_length=20), "contract_start": start,
-                "contract_end": end, "contract_status": status, "tax_id": optional(row, "tax_id", max_length=20)}
+        return {"contract_number": optional(row, "contract_number", max_length=20), "contract_start": _iso(start),
+                "contract_end": _iso(end), "contract_status": status, "tax_id": optional(row, "tax_id", max_length=20)}
 
     def parse(self, row: dict[str, str]) -> tuple[Bundle, bool]:
         from labes.registry.text import fold_latin
@@ -261,7 +266,7 @@ class ProvidersImport(BulkImport):
         common["search_lat"] = fold_latin(common["name_lat"])
         if record_type == "facility":
             code = required(row, "code", max_length=16)
-            facility = {"id": natural_uuid("facility", code), "code": code,
+            facility = {"id": natural_id("facility", code), "code": code,
                         "kind": choice(row, "kind", rules.FACILITY_KINDS), **common}
             return {Facility: [facility]}, True
         licence = required(row, "licence", max_length=16)
@@ -275,13 +280,13 @@ class ProvidersImport(BulkImport):
         tax_regime = row.get("tax_regime", "").strip() or None
         if tax_regime and tax_regime not in rules.TAX_REGIMES:
             raise RowError("tax_regime", f"{tax_regime!r} is not actual or flat")
-        professional_id = natural_uuid("professional", licence)
+        professional_id = natural_id("professional", licence)
         professional = {"id": professional_id, "licence": licence, "kind": kind, "specialty": specialty,
                         "family_doctor": family_doctor, "cin": _cin(row, needed=False), "tax_regime": tax_regime,
                         **common}
         codes = [c.strip() for c in row.get("facilities", "").split(";") if c.strip()]
-        practices = [{"id": natural_uuid("practice", f"{licence}/{code}"), "professional_id": professional_id,
-                      "facility_id": natural_uuid("facility", code), "_code": code} for code in codes]
+        practices = [{"id": natural_id("practice", f"{licence}/{code}"), "professional_id": professional_id,
+                      "facility_id": natural_id("facility", code), "_code": code} for code in codes]
         return {Professional: [professional], Practice: practices}, True
 
     def check_chunk(self, session: Session, bundles: list[tuple[int, Bundle]]) -> dict[int, RowError]:

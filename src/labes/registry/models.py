@@ -6,6 +6,7 @@ Primary keys of persons, members and dependants are UUIDs derived from their nat
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import date
 
@@ -17,12 +18,23 @@ from labes.db import Base
 # Binary ordering ("C" collation) makes `key >= :q AND key < :q || '\uffff'` a prefix search on a b-tree.
 SearchKey = String(200).with_variant(String(200, collation="C"), "postgresql")
 
-_NAMESPACE = uuid.UUID("5b0e7f2a-6c1d-4c3e-9a57-2f1b9d0c4a11")
+_NAMESPACE_BYTES = uuid.UUID("5b0e7f2a-6c1d-4c3e-9a57-2f1b9d0c4a11").bytes
+
+
+def natural_id(kind: str, key: str) -> str:
+    """Return the stable id of the `kind` row whose natural key is `key`, as 32 hex digits (a UUID version 5).
+
+    Bulk imports use this text form directly: it is how SQLite stores a UUID and PostgreSQL reads one.
+    """
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + f"{kind}:{key}".encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    return digest.hex()
 
 
 def natural_uuid(kind: str, key: str) -> uuid.UUID:
     """Return the stable id of the `kind` row whose natural key is `key`."""
-    return uuid.uuid5(_NAMESPACE, f"{kind}:{key}")
+    return uuid.UUID(hex=natural_id(kind, key))
 
 
 class Person(Base):

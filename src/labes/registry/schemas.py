@@ -6,7 +6,7 @@ import uuid
 from datetime import date
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from labes.registry import identifiers
 from labes.registry.rules import (
@@ -58,6 +58,17 @@ def one_of(choices: tuple[str, ...], what: str):
         return value
 
     return AfterValidator(check)
+
+
+def _present(value):
+    if value is None:
+        raise ValueError("cannot be null; leave the field out to keep its current value.")
+    return value
+
+
+def refuse_null(*fields: str):
+    """Return a validator refusing an explicit null for `fields` of an update (they can change, never be erased)."""
+    return field_validator(*fields)(_present)
 
 
 Cin = Annotated[str, AfterValidator(_cin)]
@@ -113,6 +124,9 @@ class PersonUpdate(Schema):
     address: str | None = Field(default=None, max_length=200)
     death_date: date | None = None
 
+    _required = refuse_null("first_name_ar", "last_name_ar", "first_name_lat", "last_name_lat", "birth_date", "sex",
+                            "language", "governorate")
+
 
 class PersonRead(Schema):
     model_config = Schema.model_config | {"extra": "ignore"}
@@ -161,6 +175,8 @@ class MemberUpdate(Schema):
     affiliation_end: date | None = None
     status: MemberStatus | None = None
 
+    _required = refuse_null("regime", "affiliation_start", "status")
+
 
 class MemberRead(Schema):
     model_config = Schema.model_config | {"extra": "ignore"}
@@ -197,6 +213,8 @@ class DependantUpdate(Schema):
     unmarried_no_income: bool | None = None
     evidence: str | None = Field(default=None, max_length=80)
     end_date: date | None = None
+
+    _required = refuse_null("disabled", "unmarried_no_income")
 
 
 class DependantRead(Schema):
@@ -341,6 +359,8 @@ class FacilityUpdate(Contract):
     address: str | None = Field(default=None, max_length=200)
     tax_id: str | None = Field(default=None, max_length=20)
 
+    _required = refuse_null("name_ar", "name_lat")
+
 
 class FacilityRead(FacilityIn):
     model_config = Schema.model_config | {"extra": "ignore"}
@@ -379,6 +399,8 @@ class ProfessionalUpdate(Contract):
     address: str | None = Field(default=None, max_length=200)
     tax_id: str | None = Field(default=None, max_length=20)
     tax_regime: TaxRegime | None = None
+
+    _required = refuse_null("family_doctor", "name_ar", "name_lat")
 
 
 class ProfessionalRead(ProfessionalIn):

@@ -260,7 +260,7 @@ def update_dependant(session: Session, *, actor: Actor, social_id: str, dependan
 def add_chronic_condition(session: Session, *, actor: Actor, person_id: uuid.UUID, data: ChronicConditionCreate) -> ChronicCondition:
     """Record an approved chronic disease (APCI) for a person."""
     person = get_person_or_raise(session, person_id=person_id)
-    key = f"{person.id}/{data.code}/{data.valid_from.isoformat()}"
+    key = f"{person.id.hex}/{data.code}/{data.valid_from.isoformat()}"
     if session.get(ChronicCondition, natural_uuid("chronic", key)) is not None:
         raise Conflict(f"Condition {data.code} from {data.valid_from.isoformat()} is already recorded.", field="code")
     condition = ChronicCondition(id=natural_uuid("chronic", key), person_id=person.id, **data.model_dump())
@@ -285,7 +285,7 @@ def create_amen_household(session: Session, *, actor: Actor, data: AmenHousehold
         person = session.scalar(select(Person).where(Person.cin == cin))
         if person is None:
             raise NotFound(f"No registered person with the CIN {cin}; register them first.", field=f"member_cins.{index}")
-        session.add(AmenMember(id=natural_uuid("amen_member", f"{data.number}/{person.id}"), household_id=household.id,
+        session.add(AmenMember(id=natural_uuid("amen_member", f"{data.number}/{person.id.hex}"), household_id=household.id,
                                person_id=person.id, head=index == 0))
     session.flush()
     audit.record(session, actor=actor, action="registry:amen:create", entity_type="amen_household", entity_id=data.number,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from functools import lru_cache
 
 _ARABIC_LETTER = re.compile(r"[\u0600-\u06FF]")
 # Harakat, tanwin, shadda, sukun, superscript alef and tatweel carry no identity for search.
@@ -17,6 +18,7 @@ def has_arabic(text: str) -> bool:
     return bool(_ARABIC_LETTER.search(text))
 
 
+@lru_cache(maxsize=65536)  # names repeat a lot: a bulk import folds each one once
 def fold_latin(text: str) -> str:
     """Lower-case, strip accents and punctuation: 'Bén-Sälah' → 'ben salah'."""
     decomposed = unicodedata.normalize("NFKD", text)
@@ -24,6 +26,7 @@ def fold_latin(text: str) -> str:
     return " ".join(_NON_WORD.sub(" ", stripped.casefold()).split())
 
 
+@lru_cache(maxsize=65536)
 def fold_arabic(text: str) -> str:
     """Drop diacritics and tatweel, unify alef/hamza, ta marbuta and alef maqsura forms."""
     text = _ARABIC_MARKS.sub("", unicodedata.normalize("NFKC", text)).translate(_ARABIC_FOLD)
