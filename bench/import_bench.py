@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -19,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import emit, fresh_database, machine, parser, peak_rss_mb, population, workdir  # noqa: E402
 
 
-def run_import(url: str, directory: str, queue) -> None:
+def run_import(url: str, directory: str, workers: int, queue) -> None:
     from sqlalchemy import func, select
     from sqlalchemy.orm import sessionmaker
 
@@ -33,30 +35,34 @@ def run_import(url: str, directory: str, queue) -> None:
     actor = Actor("cli", "bench")
     started = time.perf_counter()
     providers = ProvidersImport(factory, actor=actor).run(Path(directory) / "providers.csv")
-    members = MembersImport(factory, actor=actor).run(Path(directory) / "members.csv")
+    members = MembersImport(factory, actor=actor).run(Path(directory) / "members.csv", workers=workers)
     seconds = time.perf_counter() - started
     with factory() as session:
         persons = session.scalar(select(func.count()).select_from(Person))
-    queue.put({"seconds": seconds, "persons": persons, "rows": members.rows + providers.rows,
+    # Peak RSS of this process and of the worker processes it started (they have ended by now).
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    queue.put({"seconds": seconds, "persons": persons, "peak_rss_workers_mb": round(children, 1), "rows": members.rows + providers.rows,
                "rejected": members.rejected + providers.rejected, "peak_rss_mb": peak_rss_mb()})
 
 
 def main() -> None:
-    args = parser(__doc__).parse_args()
+    p = parser(__doc__)
+    p.add_argument("--workers", type=int, default=os.cpu_count(), help="import processes (default: every core)")
+    args = p.parse_args()
     where = workdir(args)
     started = time.perf_counter()
     directory = population(args.members, args.seed, where)
     generate_s = time.perf_counter() - started
     url = fresh_database(args.db, where)
     queue = multiprocessing.get_context("spawn").Queue()
-    child = multiprocessing.get_context("spawn").Process(target=run_import, args=(url, str(directory), queue))
+    child = multiprocessing.get_context("spawn").Process(target=run_import, args=(url, str(directory), args.workers, queue))
     child.start()
     result = queue.get()
     child.join()
     emit({"bench": "import", "db": args.db, "members": args.members, "persons": result["persons"],
           "rows": result["rows"], "rejected": result["rejected"], "seconds": round(result["seconds"], 2),
-          "persons_per_s": round(result["persons"] / result["seconds"]), "peak_rss_mb": result["peak_rss_mb"],
-          "generate_s": round(generate_s, 2), "machine": machine()})
+          "persons_per_s": round(result["persons"] / result["seconds"]), "peak_rss_mb": max(result["peak_rss_mb"], result["peak_rss_workers_mb"]),
+          "generate_s": round(generate_s, 2), "workers": args.workers, "machine": machine()})
 
 
 if __name__ == "__main__":

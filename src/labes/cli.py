@@ -73,7 +73,7 @@ def _progress(description: str) -> tuple[Progress, callable]:
     return progress, update
 
 
-def _run_import(kind: str, path: Path, errors: Path | None) -> None:
+def _run_import(kind: str, path: Path, errors: Path | None, workers: int = 1) -> None:
     from labes.db import get_sessionmaker
     from labes.registry.bulk import FileError
     from labes.registry.importer import MembersImport, ProvidersImport
@@ -82,7 +82,8 @@ def _run_import(kind: str, path: Path, errors: Path | None) -> None:
     progress, update = _progress(f"importing {path.name}")
     try:
         with progress:
-            result = cls(get_sessionmaker(), actor=_cli_actor()).run(path, errors_path=errors, progress=update)
+            result = cls(get_sessionmaker(), actor=_cli_actor()).run(path, errors_path=errors, workers=workers,
+                                                                    progress=update)
     except FileError as exc:
         _fail(str(exc))
     counts = ", ".join(f"{n} {t}" for t, n in sorted(result.counts.items()))
@@ -92,9 +93,10 @@ def _run_import(kind: str, path: Path, errors: Path | None) -> None:
 
 
 @import_app.command("members")
-def import_members(path: Path, errors: Annotated[Path | None, typer.Option(help="Error CSV (default: FILE.errors.csv)")] = None) -> None:
+def import_members(path: Path, errors: Annotated[Path | None, typer.Option(help="Error CSV (default: FILE.errors.csv)")] = None,
+                   workers: Annotated[int, typer.Option(help="Processes parsing and writing chunks")] = 1) -> None:
     """Import members and dependants (idempotent: re-running gives the same state)."""
-    _run_import("members", path, errors)
+    _run_import("members", path, errors, workers)
 
 
 @import_app.command("providers")

@@ -9,9 +9,12 @@ savepoint per row, so only the offending rows go to the error file.
 from __future__ import annotations
 
 import csv
-from abc import ABC, abstractmethod
 import hashlib
 import io
+import multiprocessing
+from abc import ABC, abstractmethod
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
@@ -21,7 +24,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from labes.db import Base, session_scope, upsert
+from labes.db import Base, make_engine, session_scope, upsert
 from labes.security import audit
 from labes.security.audit import Actor
 
@@ -37,11 +40,24 @@ class RowError(ValueError):
         self.reason = reason
 
 
+class RetryLater(RowError):
+    """A reference not found yet: another chunk, written in parallel, may create it."""
+
+
 class FileError(ValueError):
     """A file that cannot be imported at all (unreadable, wrong header)."""
 
 
 Bundle = dict[type[Base], list[dict[str, Any]]]
+
+
+@dataclass
+class ChunkOutcome:
+    rows: int = 0
+    loaded: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    errors: list[tuple[int, str, str]] = field(default_factory=list)
+    deferred: list[tuple[int, dict[str, str]]] = field(default_factory=list)
 
 
 @dataclass
@@ -127,26 +143,36 @@ class BulkImport(ABC):
 
     # Subclass hooks -------------------------------------------------------------------------
     @abstractmethod
-    def parse(self, row: dict[str, str]) -> tuple[Bundle, bool]:
-        """Return the rows to upsert for one CSV row and whether a chunk may end before it."""
+    def parse(self, row: dict[str, str]) -> Bundle:
+        """Return the rows to upsert, per table, for one CSV row."""
 
     def check_chunk(self, session: Session, bundles: list[tuple[int, Bundle]]) -> dict[int, RowError]:
         """Return errors for rows whose references do not exist (checked in one query per chunk)."""
         return {}
 
+    def start_chunk(self) -> None:
+        """Forget what the previous chunk taught (a chunk starts on a boundary row)."""
+
+    def is_boundary(self, row: dict[str, str]) -> bool:
+        """Whether a chunk may start at this row (members: a member row; its dependants follow it)."""
+        return True
+
     # Driver ---------------------------------------------------------------------------------
     def _rows(self, path: Path) -> Iterator[tuple[int, dict[str, str]]]:
         with path.open("rb") as raw:
             text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
-            reader = csv.DictReader(text)
+            reader = csv.reader(text)
             try:
-                self._check_header(path, reader.fieldnames or [])
-                for row in reader:
-                    if None in row:
-                        row["__extra__"] = row.pop(None)  # more cells than columns
+                header = next(reader, [])
+                self._check_header(path, header)
+                width = len(header)
+                for values in reader:
+                    row = dict(zip(header, values))
+                    if len(values) != width:
+                        row["__extra__" if len(values) > width else "__short__"] = ""
                     yield reader.line_num, row
                     self.position = raw.tell()
-            except UnicodeDecodeError as exc:
+            except UnicodeDecodeError:
                 raise FileError(f"{path.name}: not UTF-8 text (near line {reader.line_num + 1}); "
                                 "save the file as UTF-8.") from None
             except csv.Error as exc:
@@ -164,9 +190,33 @@ class BulkImport(ABC):
             raise FileError(f"{path.name}: the header does not match the {self.kind} format ({'; '.join(parts)}); "
                             f"see docs/csv-formats.md.")
 
-    def run(self, path: Path, *, errors_path: Path | None = None,
+    def _chunks(self, path: Path) -> Iterator[list[tuple[int, dict[str, str]]]]:
+        chunk: list[tuple[int, dict[str, str]]] = []
+        for line, row in self._rows(path):
+            if len(chunk) >= CHUNK_ROWS and self.is_boundary(row):
+                yield chunk
+                chunk = []
+            chunk.append((line, row))
+        if chunk:
+            yield chunk
+
+    def _parallel(self, chunks: Iterator[list], workers: int) -> Iterator[ChunkOutcome]:
+        bind = self.factory.kw["bind"]
+        url = bind.url.render_as_string(hide_password=False)
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init,
+                                 initargs=(type(self), url, self.actor)) as pool:
+            in_flight: deque = deque()
+            for chunk in chunks:
+                in_flight.append(pool.submit(_worker_chunk, chunk))
+                if len(in_flight) >= 2 * workers:  # bounded: memory stays flat however big the file
+                    yield in_flight.popleft().result()
+            while in_flight:
+                yield in_flight.popleft().result()
+
+    def run(self, path: Path, *, errors_path: Path | None = None, workers: int = 1,
             progress: Callable[[int, int], None] | None = None) -> ImportResult:
-        """Import `path`; bad rows go to `errors_path` (default: next to the file)."""
+        """Import `path` with `workers` processes; bad rows go to `errors_path` (default: next to the file)."""
         path = Path(path)
         if not path.is_file():
             raise FileError(f"No such file: {path}")
@@ -174,39 +224,30 @@ class BulkImport(ABC):
         errors_path = errors_path or path.with_name(path.stem + ".errors.csv")
         result = ImportResult(self.kind, errors_path=errors_path, sha256=_file_sha256(path))
         self.position = 0
-        chunk: list[tuple[int, Bundle]] = []
+        deferred: list[tuple[int, dict[str, str]]] = []
         with errors_path.open("w", newline="", encoding="utf-8") as err_handle:
             errors = csv.writer(err_handle)
             errors.writerow(["row", "field", "reason"])
 
-            pending: list[tuple[int, str, str]] = []  # written in row order once their chunk is done
+            def merge(outcome: ChunkOutcome) -> None:
+                result.rows += outcome.rows
+                result.loaded += outcome.loaded
+                result.rejected += len(outcome.errors)
+                errors.writerows(outcome.errors)
+                for table, n in outcome.counts.items():
+                    result.counts[table] = result.counts.get(table, 0) + n
+                deferred.extend(outcome.deferred)
 
-            def reject(line: int, exc: RowError) -> None:
-                pending.append((line, exc.field, exc.reason))
-                result.rejected += 1
-
-            def flush_errors() -> None:
-                errors.writerows(sorted(pending))
-                pending.clear()
-
-            for line, row in self._rows(path):
-                result.rows += 1
-                try:
-                    if "__extra__" in row:
-                        raise RowError("row", "has more cells than the header has columns")
-                    bundle, boundary = self.parse(row)
-                except RowError as exc:
-                    reject(line, exc)
-                    continue
-                if boundary and len(chunk) >= CHUNK_ROWS:
-                    self._write(chunk, result, reject)
-                    flush_errors()
-                    chunk = []
-                    if progress:
-                        progress(self.position, total_bytes)
-                chunk.append((line, bundle))
-            self._write(chunk, result, reject)
-            flush_errors()
+            chunks = self._chunks(path)
+            outcomes = self._parallel(chunks, workers) if workers > 1 else map(self.process_chunk, chunks)
+            for outcome in outcomes:
+                merge(outcome)
+                if progress:
+                    progress(self.position, total_bytes)
+            if deferred:  # rows whose references may have been written by another chunk meanwhile
+                outcome = self.process_chunk(sorted(deferred, key=lambda item: item[0]), final=True)
+                outcome.rows = 0
+                merge(outcome)
             if progress:
                 progress(total_bytes, total_bytes)
         if result.rejected == 0:
@@ -219,23 +260,41 @@ class BulkImport(ABC):
                                                      "counts": result.counts})
         return result
 
-    def _write(self, chunk: list[tuple[int, Bundle]], result: ImportResult, reject) -> None:
-        if not chunk:
-            return
+    def process_chunk(self, chunk: list[tuple[int, dict[str, str]]], *, final: bool = False) -> ChunkOutcome:
+        """Parse, check and write one chunk in one transaction; return what happened to each row."""
+        outcome = ChunkOutcome(rows=len(chunk))
+        rejected: dict[int, RowError] = {}
+        parsed: list[tuple[int, Bundle]] = []
+        raw_by_line = dict(chunk)
+        self.start_chunk()
+        for line, row in chunk:
+            try:
+                if "__extra__" in row:
+                    raise RowError("row", "has more cells than the header has columns")
+                if "__short__" in row:
+                    raise RowError("row", "has fewer cells than the header has columns")
+                parsed.append((line, self.parse(row)))
+            except RowError as exc:
+                rejected[line] = exc
         with session_scope(self.factory) as session:
-            bad = self.check_chunk(session, chunk)
-            for line, exc in bad.items():
-                reject(line, exc)
-            good = [(line, bundle) for line, bundle in chunk if line not in bad]
+            for line, exc in self.check_chunk(session, parsed).items():
+                if isinstance(exc, RetryLater) and not final:
+                    outcome.deferred.append((line, raw_by_line[line]))
+                else:
+                    rejected[line] = exc
+            good = [(line, bundle) for line, bundle in parsed if line not in rejected
+                    and line not in {d for d, _ in outcome.deferred}]
             try:
                 with session.begin_nested():
                     self._upsert(session, [bundle for _, bundle in good])
             except IntegrityError:
-                good = self._write_row_by_row(session, good, reject)
-            result.loaded += len(good)
-            for _, bundle in good:
-                for model, rows in bundle.items():
-                    result.counts[model.__tablename__] = result.counts.get(model.__tablename__, 0) + len(rows)
+                good = self._write_row_by_row(session, good, rejected)
+        outcome.loaded = len(good)
+        for _, bundle in good:
+            for model, rows in bundle.items():
+                outcome.counts[model.__tablename__] = outcome.counts.get(model.__tablename__, 0) + len(rows)
+        outcome.errors = [(line, exc.field, exc.reason) for line, exc in sorted(rejected.items())]
+        return outcome
 
     def _upsert(self, session: Session, bundles: list[Bundle]) -> None:
         for model in self.tables:
@@ -245,7 +304,8 @@ class BulkImport(ABC):
                     rows[item["id"]] = item  # the last mention of a row in a chunk wins
             upsert(session, model, list(rows.values()))
 
-    def _write_row_by_row(self, session: Session, chunk: list[tuple[int, Bundle]], reject) -> list[tuple[int, Bundle]]:
+    def _write_row_by_row(self, session: Session, chunk: list[tuple[int, Bundle]],
+                          rejected: dict[int, RowError]) -> list[tuple[int, Bundle]]:
         written = []
         for line, bundle in chunk:
             try:
@@ -253,7 +313,7 @@ class BulkImport(ABC):
                     self._upsert(session, [bundle])
                 written.append((line, bundle))
             except IntegrityError as exc:
-                reject(line, RowError(*self.explain(exc)))
+                rejected[line] = RowError(*self.explain(exc))
         return written
 
     def explain(self, exc: IntegrityError) -> tuple[str, str]:
@@ -266,3 +326,14 @@ class BulkImport(ABC):
         if "foreign key" in message:
             return "row", "refers to a record that does not exist"
         return "row", "refused by the database: " + str(exc.orig).splitlines()[0][:200]
+
+
+_worker: dict[str, BulkImport] = {}
+
+
+def _worker_init(cls: type[BulkImport], url: str, actor: Actor) -> None:
+    _worker["importer"] = cls(sessionmaker(bind=make_engine(url), expire_on_commit=False), actor=actor)
+
+
+def _worker_chunk(chunk: list[tuple[int, dict[str, str]]]) -> ChunkOutcome:
+    return _worker["importer"].process_chunk(chunk)

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from labes.registry import identifiers, rules
 from labes.registry.bulk import (
-    Bundle, BulkImport, RowError, choice, flag, optional, parse_date, required,
+    Bundle, BulkImport, RetryLater, RowError, choice, flag, optional, parse_date, required,
 )
 from labes.registry.models import (
     AmenHousehold, AmenMember, ChronicCondition, CoveragePeriod, Dependant, Facility, Member, Person, Practice,
@@ -119,15 +119,21 @@ class MembersImport(BulkImport):
                           "valid_to": _iso(valid_to)})
         return found
 
-    def parse(self, row: dict[str, str]) -> tuple[Bundle, bool]:
+    def start_chunk(self) -> None:
+        self._family = None
+
+    def is_boundary(self, row: dict[str, str]) -> bool:
+        return row.get("record_type") == "member"
+
+    def parse(self, row: dict[str, str]) -> Bundle:
         record_type = choice(row, "record_type", ("member", "dependant"))
         try:
             social_id = identifiers.normalize_social_id(row.get("social_id", ""))
         except identifiers.IdentifierError as exc:
             raise RowError("social_id", str(exc)) from None
         if record_type == "member":
-            return self._parse_member(row, social_id), True
-        return self._parse_dependant(row, social_id), False
+            return self._parse_member(row, social_id)
+        return self._parse_dependant(row, social_id)
 
     def _parse_member(self, row: dict[str, str], social_id: str) -> Bundle:
         self._family = None
@@ -190,7 +196,9 @@ class MembersImport(BulkImport):
         if not 1 <= rank <= 99:
             raise RowError("rank", "must be between 1 and 99")
         family = self._family if self._family and self._family[0] == social_id else None
-        governorate = _governorate(row, default=family[2] if family else None)
+        inherit = family is None and not row.get("governorate", "").strip()
+        # Listed apart from its member, a dependant without a governorate takes the member's (found in check_chunk).
+        governorate = None if inherit else _governorate(row, default=family[2] if family else None)
         family_key = f"{social_id}/{relationship}/{rank}"
         person = self._person(row, cin=_cin(row, needed=False), family_key=family_key, governorate=governorate)
         disabled = flag(row, "disabled")
@@ -211,9 +219,10 @@ class MembersImport(BulkImport):
 
     def check_chunk(self, session: Session, bundles: list[tuple[int, Bundle]]) -> dict[int, RowError]:
         errors: dict[int, RowError] = {}
-        members_here = {m["social_id"] for _, b in bundles for m in b.get(Member, ())}
-        wanted = {d["_social_id"] for _, b in bundles for d in b.get(Dependant, ())} - members_here
-        known = set(session.scalars(select(Member.social_id).where(Member.social_id.in_(wanted)))) if wanted else set()
+        members_here = {m["social_id"]: b[Person][0]["governorate"] for _, b in bundles for m in b.get(Member, ())}
+        wanted = {d["_social_id"] for _, b in bundles for d in b.get(Dependant, ())} - members_here.keys()
+        known = dict(session.execute(select(Member.social_id, Person.governorate).join(Person, Person.id == Member.person_id)
+                                     .where(Member.social_id.in_(wanted))).all()) if wanted else {}
         licences = {c["_licence"] for _, b in bundles for c in b.get(CoveragePeriod, ()) if c["_licence"]}
         unknown = licences - self._doctors.keys()
         if unknown:
@@ -222,8 +231,11 @@ class MembersImport(BulkImport):
                 self._doctors[licence] = is_fd
         for line, bundle in bundles:
             for d in bundle.get(Dependant, ()):
-                if d["_social_id"] not in members_here and d["_social_id"] not in known:
-                    errors[line] = RowError("social_id", f"no member {d['_social_id']} in the file before this row or in the registry")
+                governorate = members_here.get(d["_social_id"]) or known.get(d["_social_id"])
+                if governorate is None:
+                    errors[line] = RetryLater("social_id", f"no member {d['_social_id']} in the file or in the registry")
+                elif bundle[Person][0]["governorate"] is None:
+                    bundle[Person][0]["governorate"] = governorate
             for c in bundle.get(CoveragePeriod, ()):
                 licence = c["_licence"]
                 if licence and licence not in self._doctors:
@@ -255,7 +267,7 @@ class ProvidersImport(BulkImport):
         return {"contract_number": optional(row, "contract_number", max_length=20), "contract_start": _iso(start),
                 "contract_end": _iso(end), "contract_status": status, "tax_id": optional(row, "tax_id", max_length=20)}
 
-    def parse(self, row: dict[str, str]) -> tuple[Bundle, bool]:
+    def parse(self, row: dict[str, str]) -> Bundle:
         from labes.registry.text import fold_latin
 
         record_type = choice(row, "record_type", ("facility", "professional"))
@@ -268,7 +280,7 @@ class ProvidersImport(BulkImport):
             code = required(row, "code", max_length=16)
             facility = {"id": natural_id("facility", code), "code": code,
                         "kind": choice(row, "kind", rules.FACILITY_KINDS), **common}
-            return {Facility: [facility]}, True
+            return {Facility: [facility]}
         licence = required(row, "licence", max_length=16)
         kind = choice(row, "kind", rules.PROFESSIONAL_KINDS)
         specialty = optional(row, "specialty", max_length=40)
@@ -287,7 +299,7 @@ class ProvidersImport(BulkImport):
         codes = [c.strip() for c in row.get("facilities", "").split(";") if c.strip()]
         practices = [{"id": natural_id("practice", f"{licence}/{code}"), "professional_id": professional_id,
                       "facility_id": natural_id("facility", code), "_code": code} for code in codes]
-        return {Professional: [professional], Practice: practices}, True
+        return {Professional: [professional], Practice: practices}
 
     def check_chunk(self, session: Session, bundles: list[tuple[int, Bundle]]) -> dict[int, RowError]:
         here = {f["code"] for _, b in bundles for f in b.get(Facility, ())}
@@ -297,6 +309,6 @@ class ProvidersImport(BulkImport):
         for line, bundle in bundles:
             for p in bundle.get(Practice, ()):
                 if p["_code"] not in here and p["_code"] not in known:
-                    errors[line] = RowError("facilities", f"no facility with the code {p['_code']}")
+                    errors[line] = RetryLater("facilities", f"no facility with the code {p['_code']}")
                 p.pop("_code")
         return errors
