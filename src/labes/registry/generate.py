@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import random
 from bisect import bisect
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date
 from functools import lru_cache
@@ -24,17 +24,14 @@ from labes.rules import load_reference
 
 REFERENCE_DATE = date(2026, 1, 1)
 
-MEMBER_COLUMNS = (
-    "record_type", "social_id", "relationship", "rank", "cin", "first_name_ar", "last_name_ar",
-    "first_name_lat", "last_name_lat", "birth_date", "sex", "phone", "language", "governorate", "delegation",
-    "address", "regime", "employer", "affiliation_start", "affiliation_end", "status", "care_scheme",
-    "scheme_since", "family_doctor", "chronic", "student_until", "disabled", "evidence", "amen",
-)
-PROVIDER_COLUMNS = (
-    "record_type", "code", "licence", "kind", "specialty", "family_doctor", "cin", "name_ar", "name_lat",
-    "governorate", "delegation", "address", "sector", "facilities", "contract_number", "contract_start",
-    "contract_end", "contract_status", "tax_id", "tax_regime",
-)
+# The columns in the order of docs/csv-formats.md.
+MEMBER_COLUMNS = tuple(
+    "record_type social_id relationship rank cin first_name_ar last_name_ar first_name_lat last_name_lat birth_date "
+    "sex phone language governorate delegation address regime employer affiliation_start affiliation_end status "
+    "care_scheme scheme_since family_doctor chronic student_until disabled evidence amen".split())
+PROVIDER_COLUMNS = tuple(
+    "record_type code licence kind specialty family_doctor cin name_ar name_lat governorate delegation address sector "
+    "facilities contract_number contract_start contract_end contract_status tax_id tax_regime".split())
 
 # Relative share of Amen households (deprivation, roughly the 2015 poverty map): more in the centre-west.
 AMEN_WEIGHT = {"TUN": 5, "ARI": 5, "BEN": 4, "MAN": 13, "NAB": 9, "ZAG": 27, "BIZ": 13, "BEJ": 32, "JEN": 22,
@@ -70,11 +67,9 @@ CNSS_POLYCLINICS = (  # (governorate, delegation, French, Arabic): the six of RU
     ("TUN", "Cité El Khadra", "El Khadra", "الخضراء"), ("TUN", "El Omrane", "El Omrane", "العمران"),
     ("SOU", "Sousse Médina", "Sousse", "سوسة"), ("SFX", "Sfax Ville", "Sfax", "صفاقس"),
     ("BIZ", "Bizerte Nord", "Bizerte", "بنزرت"), ("GAF", "Métlaoui", "Metlaoui", "المتلوي"))
-CLINIC_NAMES = (
-    ("Les Oliviers", "الزياتين"), ("El Amen", "الأمان"), ("Hannibal", "حنبعل"), ("Pasteur", "باستور"),
-    ("Les Jasmins", "الياسمين"), ("Essalama", "السلامة"), ("Avicenne", "ابن سينا"), ("Ibn Khaldoun", "ابن خلدون"),
-    ("Errahma", "الرحمة"), ("El Yosr", "اليسر"), ("Ettawfik", "التوفيق"), ("Les Palmiers", "النخيل"),
-    ("El Farabi", "الفارابي"), ("Ibn Rochd", "ابن رشد"), ("Elyssa", "عليسة"), ("Ennour", "النور"))
+CLINIC_NAMES = (("Les Oliviers", "الزياتين"), ("El Amen", "الأمان"), ("Hannibal", "حنبعل"), ("Pasteur", "باستور"),
+                ("Les Jasmins", "الياسمين"), ("Essalama", "السلامة"), ("Avicenne", "ابن سينا"), ("Errahma", "الرحمة"),
+                ("El Yosr", "اليسر"), ("Ettawfik", "التوفيق"), ("Les Palmiers", "النخيل"), ("Elyssa", "عليسة"))
 STREETS = (
     "Rue Ibn Khaldoun", "Avenue Habib Bourguiba", "Rue Ibn Sina", "Avenue de la République", "Rue Farhat Hached",
     "Rue Ali Belhouane", "Rue Hédi Chaker", "Avenue de la Liberté", "Rue Tahar Sfar", "Rue Mongi Slim",
@@ -373,7 +368,8 @@ def _write_members(path: Path, ctx: _Context, members: int, cin: _Permutation, f
     _check_plain(employers)
     ministry = _picker(rng, MINISTRIES, MINISTRIES.values())
     pops = [int(g["population"]) for g in govs]
-    amen_scale = 0.10 * sum(pops) / sum(AMEN_WEIGHT[c] * p for c, p in zip(gov_codes, pops))  # 10% on average
+    # Amen households: 10% of CNSS members and pensioners on average, more where deprivation is higher.
+    amen_scale = 0.10 * sum(pops) / sum(AMEN_WEIGHT[c] * p for c, p in zip(gov_codes, pops, strict=True))
     amen_share = [AMEN_WEIGHT[c] * amen_scale for c in gov_codes]
     national_fd = [licence for doctors in family_doctors for licence in doctors]
     # Mobile prefixes: 2x Ooredoo, 9x and 4x Tunisie Telecom, 5x Orange.
