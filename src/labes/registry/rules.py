@@ -138,6 +138,8 @@ def dependant_eligibility(
     rules = rules or dependant_rules(on)
     if death_date is not None and death_date <= on:
         return Eligibility(False, f"Died on {death_date.isoformat()}.")
+    if birth_date > on:
+        return Eligibility(False, f"Born on {birth_date.isoformat()}, after the day asked about.")
     if start_date is not None and start_date > on:
         return Eligibility(False, f"In the member's charge from {start_date.isoformat()}.")
     if end_date is not None and end_date < on:
