@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 
@@ -21,6 +22,8 @@ from labes.registry.routes import router as registry_router
 from labes.security.routes import router as security_router
 
 access_log = logging.getLogger("labes.access")
+# A caller's request id is echoed and stored in the audit trail (64 characters), so only a short, plain one is kept.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
 def create_app(settings: Settings | None = None, factory: sessionmaker[Session] | None = None) -> FastAPI:
@@ -38,7 +41,9 @@ def create_app(settings: Settings | None = None, factory: sessionmaker[Session] 
 
     @app.middleware("http")
     async def request_log(request: Request, call_next):
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        request_id = request.headers.get("x-request-id", "")
+        if not _REQUEST_ID.fullmatch(request_id):
+            request_id = uuid.uuid4().hex
         request.state.request_id = request_id
         started = time.perf_counter()
         status = 500

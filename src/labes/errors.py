@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_BASE = "https://labes.tn/problems/"
@@ -119,9 +120,20 @@ def install_handlers(app: FastAPI) -> None:
             }
         )
 
+    @app.exception_handler(IntegrityError)
+    async def _integrity(request: Request, exc: IntegrityError) -> JSONResponse:
+        # Two requests racing past the same uniqueness check: the loser gets a conflict, never a 500.
+        log.warning("integrity error on %s %s: %s", request.method, request.url.path, str(exc.orig).splitlines()[0])
+        return _problem_response(
+            Conflict("The record changed or was created by another request at the same moment; nothing was saved. "
+                     "Reload it and try again.").problem(request.url.path)
+        )
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
+        request_id = getattr(request.state, "request_id", None)
+        # This handler answers outside the request middleware, which therefore cannot add the header itself.
         return _problem_response(
             {
                 "type": PROBLEM_BASE + "internal-error",
@@ -129,6 +141,7 @@ def install_handlers(app: FastAPI) -> None:
                 "status": 500,
                 "detail": "Something went wrong on our side; nothing was saved. Quote the request id to support.",
                 "instance": request.url.path,
-                "request_id": getattr(request.state, "request_id", None),
-            }
+                "request_id": request_id,
+            },
+            {"x-request-id": request_id} if request_id else None,
         )

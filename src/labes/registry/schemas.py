@@ -282,6 +282,14 @@ class AmenHouseholdCreate(Schema):
     governorate: Governorate
     member_cins: list[Cin] = Field(default_factory=list, description="CINs of the household's members; the first is the head")
 
+    @field_validator("member_cins")
+    @classmethod
+    def _distinct(cls, cins: list[str]) -> list[str]:
+        repeated = sorted({cin for cin in cins if cins.count(cin) > 1})
+        if repeated:
+            raise ValueError(f"The CIN {', '.join(repeated)} is listed more than once.")
+        return cins
+
 
 class AmenHouseholdRead(Schema):
     model_config = Schema.model_config | {"extra": "ignore"}

@@ -72,6 +72,12 @@ def update_person(session: Session, *, actor: Actor, person_id: uuid.UUID, data:
             raise Conflict(f"The CIN {changes['cin']} belongs to another registered person.", field="cin")
     for key, value in changes.items():
         setattr(person, key, value)
+    if person.birth_date > date.today():
+        raise InvalidInput("birth_date is in the future.", field="birth_date")
+    if person.death_date is not None and person.death_date < person.birth_date:
+        raise InvalidInput("death_date is before birth_date.", field="death_date")
+    if person.cin is None and session.scalar(select(Member.id).where(Member.person_id == person.id)) is not None:
+        raise InvalidInput("An insured member must keep a CIN.", field="cin")
     keys = person_search_keys({k: getattr(person, k) for k in ("first_name_lat", "last_name_lat", "first_name_ar", "last_name_ar")})
     person.search_lat, person.search_ar = keys["search_lat"], keys["search_ar"]
     session.flush()

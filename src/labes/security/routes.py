@@ -32,7 +32,7 @@ def login(body: LoginRequest, session: DbSession, request: Request) -> LoginResp
 def logout(actor: CurrentActor, session: DbSession,
            credentials: Annotated[HTTPAuthorizationCredentials, Depends(_bearer)]) -> None:
     """End the current session."""
-    service.logout(session, token=credentials.credentials)
+    service.logout(session, actor=actor, token=credentials.credentials)
 
 
 @router.get("/auth/me", response_model=Me)

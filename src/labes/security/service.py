@@ -108,9 +108,11 @@ def login(session: Session, *, username: str, password: str, hours: int) -> tupl
     return token, agent, expires
 
 
-def logout(session: Session, *, token: str) -> None:
+def logout(session: Session, *, actor: Actor, token: str) -> None:
     """End the session of `token`."""
-    session.execute(delete(AgentSession).where(AgentSession.token_hash == _token_hash(token)))
+    ended = session.execute(delete(AgentSession).where(AgentSession.token_hash == _token_hash(token))).rowcount
+    if ended:
+        audit.record(session, actor=actor, action="security:session:close", entity_type="agent", entity_id=actor.name)
 
 
 def _aware(value: datetime) -> datetime:
