@@ -49,6 +49,14 @@ def fresh_database(kind: str, workdir: Path) -> str:
     return url
 
 
+def existing_database(kind: str, workdir: Path) -> str | None:
+    """Return the URL of the database a previous benchmark left, if there is one."""
+    if kind == "sqlite":
+        path = workdir / "bench.db"
+        return f"sqlite:///{path}" if path.exists() else None
+    return os.environ.get("LABES_TEST_DATABASE_URL", PG_DEFAULT)
+
+
 def workdir(args) -> Path:
     if args.workdir:
         args.workdir.mkdir(parents=True, exist_ok=True)

@@ -19,12 +19,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import emit, fresh_database, machine, parser, population, workdir  # noqa: E402
+from common import emit, existing_database, fresh_database, machine, parser, population, workdir  # noqa: E402
 
 
 def main() -> None:
     p = parser(__doc__)
     p.add_argument("--lookups", type=int, default=5000)
+    p.add_argument("--reuse", action="store_true",
+                   help="use the database import_bench.py left in --workdir if it holds this population")
     args = p.parse_args()
 
     from sqlalchemy import func, select
@@ -33,19 +35,27 @@ def main() -> None:
     from labes.db import make_engine
     from labes.registry.family import family_view
     from labes.registry.importer import MembersImport, ProvidersImport
-    from labes.registry.models import Person
+    from labes.registry.models import Member, Person
     from labes.registry.service import find_member_for
     from labes.security.audit import Actor
 
     where = workdir(args)
     directory = population(args.members, args.seed, where)
-    url = fresh_database(args.db, where)
+    url = existing_database(args.db, where) if args.reuse else None
+    if url:
+        with sessionmaker(bind=make_engine(url))() as session:
+            if session.scalar(select(func.count()).select_from(Member)) != args.members:
+                url = None
+    load_s = 0.0
+    if url is None:
+        url = fresh_database(args.db, where)
+        factory = sessionmaker(bind=make_engine(url), expire_on_commit=False)
+        actor = Actor("cli", "bench")
+        started = time.perf_counter()
+        ProvidersImport(factory, actor=actor).run(directory / "providers.csv")
+        MembersImport(factory, actor=actor).run(directory / "members.csv", workers=os.cpu_count() or 1)
+        load_s = time.perf_counter() - started
     factory = sessionmaker(bind=make_engine(url), expire_on_commit=False)
-    actor = Actor("cli", "bench")
-    started = time.perf_counter()
-    ProvidersImport(factory, actor=actor).run(directory / "providers.csv")
-    MembersImport(factory, actor=actor).run(directory / "members.csv", workers=os.cpu_count() or 1)
-    load_s = time.perf_counter() - started
 
     with factory() as session:
         session.connection().exec_driver_sql("ANALYZE")

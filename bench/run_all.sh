@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Run the registry benchmarks at the sizes recorded in BENCHMARKS.md; results go to bench/out/*.json.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+mkdir -p bench/out
+work=${WORK:-/tmp/labes-bench}
+for db in postgresql sqlite; do
+  for n in 100000 1000000; do
+    $PY bench/import_bench.py --members $n --db $db --workdir $work | tail -1 > bench/out/import-$db-$n.json
+    $PY bench/lookup_bench.py --members $n --db $db --workdir $work --reuse | tail -1 > bench/out/lookup-$db-$n.json
+  done
+done
+cat bench/out/*.json
