@@ -5,7 +5,9 @@ def test_health(client):
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200, ready.text
-    assert ready.json()["migration"] == "0001"
+    from labes.migrate import head_revision
+
+    assert ready.json()["migration"] == head_revision()
 
 
 def test_family(client, session):

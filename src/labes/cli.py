@@ -20,6 +20,10 @@ app.add_typer(db_app, name="db")
 app.add_typer(import_app, name="import")
 app.add_typer(audit_app, name="audit")
 app.add_typer(agents_app, name="agents")
+keys_app = typer.Typer(help="The fund's private keys (card-issuing authority, seal).", no_args_is_help=True)
+cards_app = typer.Typer(help="Smart cards.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(cards_app, name="cards")
 console = Console(stderr=True)
 
 DEMO_PASSWORDS = {
@@ -154,6 +158,97 @@ def agents_create(username: str, roles: Annotated[list[str], typer.Option("--rol
     except LabesError as exc:
         _fail(exc.message)
     typer.echo(f"agent {username} created with roles {', '.join(roles)}")
+
+
+@keys_app.command("init")
+def keys_init(force: Annotated[bool, typer.Option(help="Replace existing keys (every issued card becomes unverifiable)")] = False) -> None:
+    """Create the card-issuing authority's and the seal's keys and certificates (files mode 0600)."""
+    from labes.cards.crypto import init_keys
+    from labes.config import get_settings
+
+    directory = get_settings().keys_dir.resolve()
+    try:
+        written = init_keys(directory, force=force)
+    except FileExistsError as exc:
+        _fail(str(exc))
+    for path in written:
+        typer.echo(f"wrote {path}")
+
+
+def _authority():
+    from labes.cards.crypto import KeysMissing, load_authority
+    from labes.config import get_settings
+
+    try:
+        return load_authority(get_settings().keys_dir.resolve())
+    except KeysMissing as exc:
+        _fail(str(exc))
+
+
+@cards_app.command("issue")
+def cards_issue(card_type: Annotated[str, typer.Argument(help="labes, amen or professional")],
+                holder: Annotated[str, typer.Argument(help="the holder's CIN, or a professional's licence")],
+                out: Annotated[Path, typer.Option(help="Where to write the virtual card file")] = Path("card.json"),
+                pin: Annotated[str | None, typer.Option(help="Professional cards: the PIN protecting the key")] = None,
+                on_the_spot_at: Annotated[str | None, typer.Option(help="Code of the centre handing it over now")] = None) -> None:
+    """Issue one card and write its card file (the only copy of its private key)."""
+    import os
+
+    from labes.cards import service
+    from labes.db import session_scope
+    from labes.errors import LabesError
+
+    try:
+        with session_scope() as session:
+            kwargs = {"licence": holder} if card_type == "professional" else {"cin": holder}
+            found = service.resolve_holder(session, card_type=card_type, **kwargs)
+            point = service.point_by_code(session, on_the_spot_at) if on_the_spot_at else None
+            result = service.issue_card(session, actor=_cli_actor(), authority=_authority(), holder=found, pin=pin,
+                                        on_the_spot_at=point)
+            serial, state = result.card.serial, result.card.state
+            fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(result.card_file)
+    except LabesError as exc:
+        _fail(exc.message)
+    typer.echo(f"card {serial} issued ({state}); card file: {out}")
+
+
+@cards_app.command("block")
+def cards_block(serial: str, reason: Annotated[str, typer.Option(help="lost, stolen, damaged, deceased, rights_ended")]) -> None:
+    """Block a card."""
+    from labes.cards import service
+    from labes.db import session_scope
+    from labes.errors import LabesError
+
+    try:
+        with session_scope() as session:
+            service.block(session, actor=_cli_actor(), serial=serial, reason=reason)
+    except LabesError as exc:
+        _fail(exc.message)
+    typer.echo(f"card {serial} blocked ({reason})")
+
+
+@cards_app.command("verify-2d")
+def cards_verify_2d(code: Annotated[str, typer.Argument(help="The text read from the card's 2D code")],
+                    certificate: Annotated[Path | None, typer.Option(help="The fund's card-authority certificate "
+                                                                          "(default: the one in LABES_KEYS_DIR)")] = None) -> None:
+    """Check a card's printed 2D code offline with the fund's public key (no database, no private key)."""
+    from cryptography import x509
+
+    from labes.cards.crypto import verify_printed_code
+    from labes.config import get_settings
+
+    path = certificate or get_settings().keys_dir.resolve() / "card-ca.cert.pem"
+    if not path.exists():
+        _fail(f"No certificate at {path}; pass --certificate or run `labes keys init`.")
+    try:
+        found = verify_printed_code(x509.load_pem_x509_certificate(path.read_bytes()).public_key(), code)
+    except ValueError as exc:
+        typer.echo(f"NOT GENUINE: {exc}")
+        raise typer.Exit(1) from None
+    typer.echo(f"genuine: card {found.serial}, {found.holder_name}, social identifier {found.social_id}, "
+               f"CIN ending {found.cin_last3}")
 
 
 @app.command()

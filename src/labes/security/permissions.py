@@ -12,17 +12,24 @@ PERMISSIONS: dict[str, str] = {
     "payments:run": "Run provider payments and issue tax certificates",
     "accounts:manage": "Create agents, set their roles, issue and revoke API tokens",
     "audit:read": "Read and verify the audit trail",
+    "cards:read": "Read cards, their history and pick-up points",
+    "cards:issue": "Issue, block and replace cards; build shipment batches",
+    "desk:deliver": "At a pick-up point: receive shipments, hand cards over against the national ID, return the undelivered",
+    "stats:read": "Read distribution and use statistics",
 }
 
 ROLES: dict[str, frozenset[str]] = {
     # Enrols members and dependants at a regional centre.
-    "registry_clerk": frozenset({"registry:read", "registry:write", "registry:import", "providers:read", "providers:write"}),
+    "registry_clerk": frozenset({"registry:read", "registry:write", "registry:import", "providers:read", "providers:write",
+                                 "cards:read", "cards:issue", "stats:read"}),
     # Decides on requests; reads the registry to do so, never edits it.
-    "reviewer": frozenset({"registry:read", "providers:read", "claims:review"}),
+    "reviewer": frozenset({"registry:read", "providers:read", "claims:review", "cards:read", "stats:read"}),
     # Pays providers; needs providers' identities and tax regime, not families.
     "finance": frozenset({"providers:read", "payments:run"}),
     # Manages accounts and reads the audit trail; segregation of duties keeps registry writes away from it.
-    "admin": frozenset({"accounts:manage", "audit:read", "registry:read", "providers:read"}),
+    "admin": frozenset({"accounts:manage", "audit:read", "registry:read", "providers:read", "stats:read"}),
+    # Hands cards over at a post office: sees only what the desk needs, never families or health data.
+    "post_office_clerk": frozenset({"desk:deliver"}),
 }
 
 
