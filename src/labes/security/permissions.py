@@ -16,6 +16,7 @@ PERMISSIONS: dict[str, str] = {
     "cards:issue": "Issue, block and replace cards; build shipment batches",
     "desk:deliver": "At a pick-up point: receive shipments, hand cards over against the national ID, return the undelivered",
     "stats:read": "Read distribution and use statistics",
+    "sms:gateway": "The SMS operator's gateway: deliver inbound messages",
 }
 
 ROLES: dict[str, frozenset[str]] = {
