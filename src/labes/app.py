@@ -21,6 +21,7 @@ from labes.migrate import current_revision, head_revision
 from labes.cards.routes import router as cards_router
 from labes.registry.routes import router as registry_router
 from labes.security.routes import router as security_router
+from labes.stats.routes import router as stats_router
 
 access_log = logging.getLogger("labes.access")
 # A caller's request id is echoed and stored in the audit trail (64 characters), so only a short, plain one is kept.
@@ -89,4 +90,5 @@ def create_app(settings: Settings | None = None, factory: sessionmaker[Session] 
     app.include_router(security_router)
     app.include_router(registry_router)
     app.include_router(cards_router)
+    app.include_router(stats_router)
     return app

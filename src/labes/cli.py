@@ -24,6 +24,8 @@ keys_app = typer.Typer(help="The fund's private keys (card-issuing authority, se
 cards_app = typer.Typer(help="Smart cards.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(cards_app, name="cards")
+stats_app = typer.Typer(help="Indicators.", no_args_is_help=True)
+app.add_typer(stats_app, name="stats")
 console = Console(stderr=True)
 
 DEMO_PASSWORDS = {
@@ -249,6 +251,34 @@ def cards_verify_2d(code: Annotated[str, typer.Argument(help="The text read from
         raise typer.Exit(1) from None
     typer.echo(f"genuine: card {found.serial}, {found.holder_name}, social identifier {found.social_id}, "
                f"CIN ending {found.cin_last3}")
+
+
+@stats_app.command("cards")
+def stats_cards(as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables")] = False) -> None:
+    """Card distribution and use: by governorate, over time, delay to delivery, recent use."""
+    import json
+
+    from rich.table import Table
+
+    from labes.db import session_scope
+    from labes.stats.cards import BUCKETS, summary
+
+    with session_scope() as session:
+        figures = summary(session)
+    if as_json:
+        typer.echo(json.dumps(figures, indent=2))
+        return
+    out = Console()
+    table = Table(title=f"Cards by governorate, {figures['as_of']}")
+    columns = ["governorate", *BUCKETS, "total", "delivery_rate"]
+    for column in columns:
+        table.add_column(column.replace("_", " "), justify="right")
+    for row in [*figures["by_governorate"], {"governorate": "ALL", **figures["national"]}]:
+        table.add_row(*[f"{row[c]:.1%}" if c == "delivery_rate" else str(row[c]) for c in columns])
+    out.print(table)
+    use = figures["recent_use"]
+    out.print(f"median days from printing to delivery: {figures['median_days_to_delivery']}")
+    out.print(f"delivered cards used in the last {use['days']} days: {use['used']} of {use['delivered']} ({use['share']:.1%})")
 
 
 @app.command()
