@@ -216,6 +216,21 @@ def cards_issue(card_type: Annotated[str, typer.Argument(help="labes, amen or pr
     typer.echo(f"card {serial} issued ({state}); card file: {out}")
 
 
+@cards_app.command("issue-all")
+def cards_issue_all(out: Annotated[Path, typer.Option(help="Personalisation output (JSON lines with the private keys)")],
+                    workers: Annotated[int | None, typer.Option(help="Processes (default: every core)")] = None,
+                    limit: Annotated[int | None, typer.Option(help="Issue at most this many")] = None) -> None:
+    """Issue a Labes card to every member and dependant who has none (keys go only to OUT)."""
+    from labes.cards.bulk import issue_all
+    from labes.config import get_settings
+    from labes.db import get_sessionmaker
+
+    _authority()  # fail early and clearly if the keys are missing
+    result = issue_all(get_sessionmaker(), actor=_cli_actor(), keys_dir=get_settings().keys_dir.resolve(), output=out,
+                       workers=workers, limit=limit)
+    typer.echo(f"{result.issued} cards issued in {result.seconds:.1f} s; personalisation output: {out}")
+
+
 @cards_app.command("block")
 def cards_block(serial: str, reason: Annotated[str, typer.Option(help="lost, stolen, damaged, deceased, rights_ended")]) -> None:
     """Block a card."""

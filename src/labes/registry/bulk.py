@@ -21,6 +21,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -254,6 +255,9 @@ class BulkImport(ABC):
             errors_path.unlink()
             result.errors_path = None
         with session_scope(self.factory) as session:
+            # Fresh statistics, so the planner uses the indexes on tables that just grew.
+            for model in self.tables:
+                session.execute(text(f"ANALYZE {model.__tablename__}"))
             audit.record(session, actor=self.actor, action=f"registry:import:{self.kind}", entity_type="import",
                          entity_id=path.name, after={"sha256": result.sha256, "rows": result.rows,
                                                      "loaded": result.loaded, "rejected": result.rejected,

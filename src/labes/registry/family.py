@@ -68,10 +68,10 @@ def family_view(session: Session, *, member: Member, on: date) -> dict[str, Any]
 
     history = coverage_rows(session, member)
     amen = None
-    household = session.scalar(select(AmenHousehold).join(AmenMember, AmenMember.household_id == AmenHousehold.id)
-                               .where(AmenMember.person_id.in_(person_ids)).limit(1))
-    if household is not None:
-        amen = amen_view(session, household=household, on=on)
+    # Two indexed look-ups; a join with LIMIT 1 lets the planner scan the households instead.
+    household_id = session.scalar(select(AmenMember.household_id).where(AmenMember.person_id.in_(person_ids)).limit(1))
+    if household_id is not None:
+        amen = amen_view(session, household=session.get(AmenHousehold, household_id), on=on)
     return {
         "social_id": member.social_id, "regime": member.regime, "employer": member.employer,
         "affiliation_start": member.affiliation_start, "affiliation_end": member.affiliation_end,
