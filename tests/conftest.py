@@ -82,13 +82,24 @@ def committed(engine: Engine) -> Iterator[sessionmaker[Session]]:
             connection.execute(table.delete())
 
 
+@pytest.fixture(scope="session")
+def keys_dir(tmp_path_factory):
+    """The fund's keys (card authority, seal), made once per test run."""
+    from labes.cards.crypto import init_keys
+
+    directory = tmp_path_factory.mktemp("keys")
+    init_keys(directory)
+    return directory
+
+
 @pytest.fixture
-def app_for():
+def app_for(keys_dir):
     """Build the API over a session factory."""
     from labes.app import create_app
 
     def build(factory: sessionmaker[Session]):
-        return create_app(Settings(database_url="sqlite://", environment="test", log_level="WARNING"), factory)
+        settings = Settings(database_url="sqlite://", environment="test", log_level="WARNING", keys_dir=keys_dir)
+        return create_app(settings, factory)
 
     return build
 

@@ -6,18 +6,11 @@ from datetime import date
 
 import pytest
 
-from labes.cards.crypto import init_keys, load_authority
+from labes.cards.crypto import load_authority
 from labes.cards.models import PickupPoint
 from labes.registry.schemas import AmenHouseholdCreate
 from labes.registry import service as registry
 from tests import factories
-
-
-@pytest.fixture(scope="session")
-def keys_dir(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("keys")
-    init_keys(directory)
-    return directory
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 from argon2 import PasswordHasher
@@ -15,6 +15,8 @@ from sqlalchemy import JSON, bindparam, func, select, text
 from typer.testing import CliRunner
 
 from labes import config, db
+from labes.cards.crypto import load_authority
+from labes.cards.service import issue_card, resolve_holder
 from labes.cli import app as cli
 from labes.registry.models import Person
 from labes.security import service as security_service
@@ -67,10 +69,11 @@ class World:
     doctor: str
     agent: str
     api_token: str
+    card: str
 
 
 @pytest.fixture
-def world(session) -> World:
+def world(session, keys_dir) -> World:
     clerk_name, admin_name, agent_name = unique("clerk."), unique("admin."), unique("amel.")
     for name, role in ((clerk_name, "registry_clerk"), (admin_name, "admin"), (agent_name, "reviewer")):
         create_agent(session, actor=factories.ACTOR, username=name, full_name=name, password=PASSWORD, roles=[role])
@@ -82,10 +85,14 @@ def world(session) -> World:
     child = factories.dependant(session, member.social_id)
     facility = factories.facility(session)
     doctor = factories.professional(session)
+    spouse = factories.dependant(session, member.social_id, relationship="spouse",
+                                 person={"cin": factories.cin(), "birth_date": date(1985, 1, 1)})
+    card = issue_card(session, actor=factories.ACTOR, authority=load_authority(keys_dir),
+                      holder=resolve_holder(session, card_type="labes", person_id=spouse.person_id)).card
     session.commit()
     return World(bearer(clerk), f"agent:{clerk_name}", bearer(admin), f"agent:{admin_name}", member.social_id,
                  str(member.person_id), session.get(Person, member.person_id).cin, str(child.id),
-                 facility.code, doctor.licence, agent_name, token_name)
+                 facility.code, doctor.licence, agent_name, token_name, card.serial)
 
 
 Call = Callable[[World], tuple[str, dict | None]]
@@ -139,7 +146,15 @@ WRITES: dict[str, tuple[Call, str, str]] = {
     "POST /api/v1/auth/login": (lambda w: ("/api/v1/auth/login", {"username": w.agent, "password": PASSWORD}),
                                 "nobody", "security:session:open"),
     "POST /api/v1/auth/logout": (lambda w: ("/api/v1/auth/logout", None), "clerk", "security:session:close"),
+    "POST /api/v1/cards": (lambda w: ("/api/v1/cards", {"card_type": "labes", "cin": w.cin}), "clerk",
+                           "card:status:issue"),
+    "POST /api/v1/cards/{serial}/block": (lambda w: (f"/api/v1/cards/{w.card}/block", {"reason": "lost"}), "clerk",
+                                          "card:status:block"),
+    "POST /api/v1/cards/{serial}/replace": (lambda w: (f"/api/v1/cards/{w.card}/replace", {"reason": "damaged"}),
+                                            "clerk", "card:status:issue"),
 }
+# POSTed but writing nothing: anyone may check a card's printed code.
+READ_ONLY_POSTS = {"POST /api/v1/cards/verify-code"}
 
 
 class TestEveryWriteIsAudited:
@@ -147,7 +162,7 @@ class TestEveryWriteIsAudited:
         writes = {f"{method} {route.path}" for route in iter_route_contexts(app_for(factory).routes)
                   if getattr(route, "dependant", None) is not None for method in route.methods if method != "GET"}
 
-        assert writes == set(WRITES)
+        assert writes - READ_ONLY_POSTS == set(WRITES)
 
     @pytest.mark.parametrize("route", sorted(WRITES))
     def test_write_leaves_a_tagged_event_by_its_actor(self, client, session, world, route):

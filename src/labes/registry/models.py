@@ -152,16 +152,9 @@ class AmenMember(Base):
     head: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
-class Facility(Base):
-    """A place of care: health centre, hospital, CNSS polyclinic, clinic, pharmacy, laboratory, imaging centre."""
+class ProviderDetails:
+    """Where a provider is, its sector, its contract with the fund and its tax ID (facilities and professionals)."""
 
-    __tablename__ = "facility"
-
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
-    code: Mapped[str] = mapped_column(String(16), unique=True)
-    kind: Mapped[str] = mapped_column(String(24))
-    name_ar: Mapped[str] = mapped_column(String(200))
-    name_lat: Mapped[str] = mapped_column(String(200))
     governorate: Mapped[str] = mapped_column(String(3), index=True)
     delegation: Mapped[str | None] = mapped_column(String(80))
     address: Mapped[str | None] = mapped_column(String(200))
@@ -171,10 +164,22 @@ class Facility(Base):
     contract_end: Mapped[date | None] = mapped_column(Date)
     contract_status: Mapped[str | None] = mapped_column(String(10))
     tax_id: Mapped[str | None] = mapped_column(String(20))
+
+
+class Facility(ProviderDetails, Base):
+    """A place of care: health centre, hospital, CNSS polyclinic, clinic, pharmacy, laboratory, imaging centre."""
+
+    __tablename__ = "facility"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    code: Mapped[str] = mapped_column(String(16), unique=True)
+    kind: Mapped[str] = mapped_column(String(24))
+    name_ar: Mapped[str] = mapped_column(String(200))
+    name_lat: Mapped[str] = mapped_column(String(200))
     search_lat: Mapped[str] = mapped_column(SearchKey, index=True)
 
 
-class Professional(Base):
+class Professional(ProviderDetails, Base):
     """A health professional: doctor (GP, specialist, family doctor), dentist, pharmacist, biologist…"""
 
     __tablename__ = "professional"
@@ -187,15 +192,6 @@ class Professional(Base):
     cin: Mapped[str | None] = mapped_column(String(8))
     name_ar: Mapped[str] = mapped_column(String(200))
     name_lat: Mapped[str] = mapped_column(String(200))
-    governorate: Mapped[str] = mapped_column(String(3), index=True)
-    delegation: Mapped[str | None] = mapped_column(String(80))
-    address: Mapped[str | None] = mapped_column(String(200))
-    sector: Mapped[str] = mapped_column(String(8))
-    contract_number: Mapped[str | None] = mapped_column(String(20))
-    contract_start: Mapped[date | None] = mapped_column(Date)
-    contract_end: Mapped[date | None] = mapped_column(Date)
-    contract_status: Mapped[str | None] = mapped_column(String(10))
-    tax_id: Mapped[str | None] = mapped_column(String(20))
     tax_regime: Mapped[str | None] = mapped_column(String(8))
     search_lat: Mapped[str] = mapped_column(SearchKey, index=True)
 

@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from labes.db import session_scope
 from labes.errors import NotAuthenticated, NotPermitted
 from labes.security.audit import Actor
 from labes.security.permissions import PERMISSIONS
@@ -17,16 +18,9 @@ from labes.security.service import actor_for_token
 
 def get_session(request: Request) -> Iterator[Session]:
     """One transaction per request: commit if the handler succeeds, roll back if it raises."""
-    session = request.app.state.sessionmaker()
-    session.info["request_id"] = getattr(request.state, "request_id", None)
-    try:
+    with session_scope(request.app.state.sessionmaker) as session:
+        session.info["request_id"] = getattr(request.state, "request_id", None)
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 # scope="function": the commit happens before the response is sent, so a failed commit is never a 200.
