@@ -11,7 +11,7 @@ import base64
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 from cryptography import x509
@@ -41,6 +41,17 @@ class Authority:
     @property
     def public_key(self) -> ec.EllipticCurvePublicKey:
         return self.certificate.public_key()
+
+    @cached_property
+    def key_identifier(self) -> x509.AuthorityKeyIdentifier:
+        """The identifier every card certificate carries of its issuer (computed once: mass issuance)."""
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(self.public_key)
+
+
+_CARD_KEY_USAGE = x509.KeyUsage(digital_signature=True, content_commitment=True, key_encipherment=False,
+                                data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
+                                encipher_only=False, decipher_only=False)
+_END_ENTITY = x509.BasicConstraints(ca=False, path_length=None)
 
 
 def _name(common_name: str) -> x509.Name:
@@ -115,11 +126,9 @@ def card_certificate(authority: Authority, *, public_key: ec.EllipticCurvePublic
         x509.CertificateBuilder().subject_name(subject).issuer_name(authority.certificate.subject)
         .public_key(public_key).serial_number(int(serial)).not_valid_before(now - timedelta(minutes=5))
         .not_valid_after(now + timedelta(days=365 * CARD_VALIDITY_YEARS))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=True, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                                     crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(authority.public_key), critical=False)
+        .add_extension(_END_ENTITY, critical=True)
+        .add_extension(_CARD_KEY_USAGE, critical=True)
+        .add_extension(authority.key_identifier, critical=False)
         .sign(authority.key, hashes.SHA256())
     )
 
