@@ -18,6 +18,7 @@ from labes.db import get_sessionmaker
 from labes.errors import install_handlers
 from labes.logging import configure as configure_logging
 from labes.migrate import current_revision, head_revision
+from labes.cards.desk_routes import router as distribution_router
 from labes.cards.routes import router as cards_router
 from labes.registry.routes import router as registry_router
 from labes.security.routes import router as security_router
@@ -90,5 +91,6 @@ def create_app(settings: Settings | None = None, factory: sessionmaker[Session] 
     app.include_router(security_router)
     app.include_router(registry_router)
     app.include_router(cards_router)
+    app.include_router(distribution_router)
     app.include_router(stats_router)
     return app

@@ -24,6 +24,9 @@ keys_app = typer.Typer(help="The fund's private keys (card-issuing authority, se
 cards_app = typer.Typer(help="Smart cards.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(cards_app, name="cards")
+from labes.cards.distribution_cli import app as distribution_app  # noqa: E402
+
+app.add_typer(distribution_app, name="distribution")
 stats_app = typer.Typer(help="Indicators.", no_args_is_help=True)
 app.add_typer(stats_app, name="stats")
 console = Console(stderr=True)

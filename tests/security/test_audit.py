@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 
 from labes import config, db
 from labes.cards.crypto import load_authority
-from labes.cards.service import issue_card, resolve_holder
+from labes.cards.models import Batch, PickupPoint
+from labes.cards.service import issue_card, move, resolve_holder
 from labes.cli import app as cli
 from labes.registry.models import Person
 from labes.security import service as security_service
@@ -70,6 +71,12 @@ class World:
     agent: str
     api_token: str
     card: str
+    desk: dict[str, str]
+    desk_label: str
+    point: str
+    waiting_card: str
+    batch: str
+    cardless_cin: str
 
 
 @pytest.fixture
@@ -87,12 +94,37 @@ def world(session, keys_dir) -> World:
     doctor = factories.professional(session)
     spouse = factories.dependant(session, member.social_id, relationship="spouse",
                                  person={"cin": factories.cin(), "birth_date": date(1985, 1, 1)})
-    card = issue_card(session, actor=factories.ACTOR, authority=load_authority(keys_dir),
+    authority = load_authority(keys_dir)
+    card = issue_card(session, actor=factories.ACTOR, authority=authority,
                       holder=resolve_holder(session, card_type="labes", person_id=spouse.person_id)).card
+    # At a post office: the member's card waits there; the child's is in a shipment on its way.
+    point = PickupPoint(code=unique("P")[:16].upper(), kind="post_office", name_ar="مكتب بريد", name_fr="Bureau de poste",
+                        governorate="SFX")
+    session.add(point)
+    session.flush()
+    waiting = issue_card(session, actor=factories.ACTOR, authority=authority,
+                         holder=resolve_holder(session, card_type="labes", person_id=member.person_id)).card
+    for event in ("batch", "ship", "receive"):
+        move(session, actor=factories.ACTOR, card=waiting, event=event, point=point)
+    travelling = issue_card(session, actor=factories.ACTOR, authority=authority,
+                            holder=resolve_holder(session, card_type="labes", person_id=child.person_id)).card
+    batch = Batch(number=unique("B-")[:24].upper(), point_id=point.id, state="shipped", created_at=datetime.now(UTC),
+                  shipped_at=datetime.now(UTC), cards=1)
+    session.add(batch)
+    session.flush()
+    travelling.batch_id = batch.id
+    for event in ("batch", "ship"):
+        move(session, actor=factories.ACTOR, card=travelling, event=event, point=point)
+    cardless = factories.member(session)
+    desk_name = unique("desk.")
+    create_agent(session, actor=factories.ACTOR, username=desk_name, full_name=desk_name, password=PASSWORD,
+                 roles=["post_office_clerk"])
+    desk, _, _ = login(session, username=desk_name, password=PASSWORD, hours=1)
     session.commit()
     return World(bearer(clerk), f"agent:{clerk_name}", bearer(admin), f"agent:{admin_name}", member.social_id,
                  str(member.person_id), session.get(Person, member.person_id).cin, str(child.id),
-                 facility.code, doctor.licence, agent_name, token_name, card.serial)
+                 facility.code, doctor.licence, agent_name, token_name, card.serial, bearer(desk), f"agent:{desk_name}", point.code,
+                 waiting.serial, batch.number, session.get(Person, cardless.person_id).cin)
 
 
 Call = Callable[[World], tuple[str, dict | None]]
@@ -146,12 +178,21 @@ WRITES: dict[str, tuple[Call, str, str]] = {
     "POST /api/v1/auth/login": (lambda w: ("/api/v1/auth/login", {"username": w.agent, "password": PASSWORD}),
                                 "nobody", "security:session:open"),
     "POST /api/v1/auth/logout": (lambda w: ("/api/v1/auth/logout", None), "clerk", "security:session:close"),
-    "POST /api/v1/cards": (lambda w: ("/api/v1/cards", {"card_type": "labes", "cin": w.cin}), "clerk",
+    "POST /api/v1/cards": (lambda w: ("/api/v1/cards", {"card_type": "labes", "cin": w.cardless_cin}), "clerk",
                            "card:status:issue"),
     "POST /api/v1/cards/{serial}/block": (lambda w: (f"/api/v1/cards/{w.card}/block", {"reason": "lost"}), "clerk",
                                           "card:status:block"),
     "POST /api/v1/cards/{serial}/replace": (lambda w: (f"/api/v1/cards/{w.card}/replace", {"reason": "damaged"}),
                                             "clerk", "card:status:issue"),
+    "POST /api/v1/pickup-points": (lambda w: ("/api/v1/pickup-points", {
+        "code": unique("PT")[:16], "kind": "post_office", "name_ar": "مكتب بريد القصرين", "name_fr": "Poste de Kasserine",
+        "governorate": "KAS"}), "clerk", "cards:point:create"),
+    "PATCH /api/v1/pickup-points/{code}": (lambda w: (f"/api/v1/pickup-points/{w.point}", {"hours_fr": "8h-13h"}),
+                                           "clerk", "cards:point:update"),
+    "POST /api/v1/desk/cards/{serial}/deliver": (lambda w: (f"/api/v1/desk/cards/{w.waiting_card}/deliver", {
+        "point": w.point, "presented_cin": w.cin, "to": "holder"}), "desk", "card:status:deliver"),
+    "POST /api/v1/desk/batches/{number}/receive": (lambda w: (f"/api/v1/desk/batches/{w.batch}/receive",
+                                                              {"point": w.point}), "desk", "card:batch:receive"),
 }
 # POSTed but writing nothing: anyone may check a card's printed code.
 READ_ONLY_POSTS = {"POST /api/v1/cards/verify-code"}
@@ -169,14 +210,16 @@ class TestEveryWriteIsAudited:
         call, who, action = WRITES[route]
         path, body = call(world)
         request_id = unique("req-")
-        headers = {"x-request-id": request_id, **({"clerk": world.clerk, "admin": world.admin}.get(who, {}))}
+        headers = {"x-request-id": request_id,
+                   **({"clerk": world.clerk, "admin": world.admin, "desk": world.desk}.get(who, {}))}
 
         response = client.request(route.split()[0], path, json=body, headers=headers)
 
         assert response.status_code < 300, response.text
         events = events_of(session, request_id)
         assert action in [e.action for e in events]
-        expected_actor = {"clerk": world.clerk_label, "admin": world.admin_label}.get(who, f"agent:{world.agent}")
+        expected_actor = {"clerk": world.clerk_label, "admin": world.admin_label,
+                          "desk": world.desk_label}.get(who, f"agent:{world.agent}")
         assert {e.actor for e in events} == {expected_actor}
         assert all(e.after is not None or e.before is not None for e in events if e.action != "security:session:close")
 
