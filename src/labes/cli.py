@@ -36,6 +36,7 @@ DEMO_PASSWORDS = {
     "reviewer": ("reviewer", "Reviewer (demo)", "labes-reviewer-2026"),
     "finance": ("finance", "Finance officer (demo)", "labes-finance-2026"),
     "admin": ("admin", "Administrator (demo)", "labes-admin-2026"),
+    "desk": ("post_office_clerk", "Post-office clerk (demo)", "labes-desk-2026"),
 }
 
 
@@ -286,7 +287,7 @@ def stats_cards(as_json: Annotated[bool, typer.Option("--json", help="Print JSON
     if as_json:
         typer.echo(json.dumps(figures, indent=2))
         return
-    out = Console()
+    out = Console(width=max(Console().width, 140))
     table = Table(title=f"Cards by governorate, {figures['as_of']}")
     columns = ["governorate", *BUCKETS, "total", "delivery_rate"]
     for column in columns:
@@ -305,6 +306,8 @@ def demo(members: Annotated[int, typer.Option(help="Synthetic members to add")] 
     """Load a small demo dataset and agent accounts (idempotent), and print how to log in."""
     from sqlalchemy import select
 
+    from labes.cards.demo import ensure_keys, load_demo_cards
+    from labes.config import get_settings
     from labes.db import get_sessionmaker, session_scope
     from labes.registry.demo import demo_examples
     from labes.registry.generate import generate as run
@@ -321,6 +324,10 @@ def demo(members: Annotated[int, typer.Option(help="Synthetic members to add")] 
         for username, (role, name, password) in DEMO_PASSWORDS.items():
             if session.scalar(select(Agent.id).where(Agent.username == username)) is None:
                 create_agent(session, actor=actor, username=username, full_name=name, password=password, roles=[role])
+    keys_dir = get_settings().keys_dir.resolve()
+    ensure_keys(keys_dir)
+    with session_scope() as session:
+        card_examples = load_demo_cards(session, actor=actor, keys_dir=keys_dir)
     typer.echo("Demo data loaded. Agent accounts (username / password / role):")
     for username, (role, _, password) in DEMO_PASSWORDS.items():
         typer.echo(f"  {username:9} {password:22} {role}")
@@ -329,6 +336,8 @@ def demo(members: Annotated[int, typer.Option(help="Synthetic members to add")] 
     with session_scope() as session:
         for label, key in demo_examples(session, on=date.today()):
             typer.echo(f"  {label:48} GET /api/v1/families/{key}")
+    for label, cin in card_examples:
+        typer.echo(f"  {label:48} labes sms receive --from +21698000000 '*1017*{cin}#'")
 
 
 if __name__ == "__main__":
