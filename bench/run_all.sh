@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Run the registry benchmarks at the sizes recorded in BENCHMARKS.md; results go to bench/out/*.json.
+# Run every benchmark at the sizes recorded in BENCHMARKS.md; results go to bench/out/*.json.
+# PostgreSQL runs use LABES_TEST_DATABASE_URL (default: the local "test" database), which is emptied first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -10,5 +11,6 @@ for db in postgresql sqlite; do
     $PY bench/import_bench.py --members $n --db $db --workdir $work | tail -1 > bench/out/import-$db-$n.json
     $PY bench/lookup_bench.py --members $n --db $db --workdir $work --reuse | tail -1 > bench/out/lookup-$db-$n.json
   done
+  $PY bench/cards_bench.py --cards 1000000 --db $db --workdir $work | tail -1 > bench/out/cards-$db-1000000.json
 done
 cat bench/out/*.json

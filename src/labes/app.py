@@ -20,6 +20,7 @@ from labes.logging import configure as configure_logging
 from labes.migrate import current_revision, head_revision
 from labes.cards.desk_routes import router as distribution_router
 from labes.cards.routes import router as cards_router
+from labes.cards.sms_routes import router as sms_router
 from labes.registry.routes import router as registry_router
 from labes.security.routes import router as security_router
 from labes.stats.routes import router as stats_router
@@ -92,5 +93,6 @@ def create_app(settings: Settings | None = None, factory: sessionmaker[Session] 
     app.include_router(registry_router)
     app.include_router(cards_router)
     app.include_router(distribution_router)
+    app.include_router(sms_router)
     app.include_router(stats_router)
     return app

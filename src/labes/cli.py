@@ -25,8 +25,10 @@ cards_app = typer.Typer(help="Smart cards.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(cards_app, name="cards")
 from labes.cards.distribution_cli import app as distribution_app  # noqa: E402
+from labes.cards.sms_cli import app as sms_app  # noqa: E402
 
 app.add_typer(distribution_app, name="distribution")
+app.add_typer(sms_app, name="sms")
 stats_app = typer.Typer(help="Indicators.", no_args_is_help=True)
 app.add_typer(stats_app, name="stats")
 console = Console(stderr=True)
@@ -306,7 +308,7 @@ def demo(members: Annotated[int, typer.Option(help="Synthetic members to add")] 
     """Load a small demo dataset and agent accounts (idempotent), and print how to log in."""
     from sqlalchemy import select
 
-    from labes.cards.demo import ensure_keys, load_demo_cards
+    from labes.cards.demo import card_examples, ensure_keys, load_demo_cards
     from labes.config import get_settings
     from labes.db import get_sessionmaker, session_scope
     from labes.registry.demo import demo_examples
@@ -327,7 +329,10 @@ def demo(members: Annotated[int, typer.Option(help="Synthetic members to add")] 
     keys_dir = get_settings().keys_dir.resolve()
     ensure_keys(keys_dir)
     with session_scope() as session:
-        card_examples = load_demo_cards(session, actor=actor, keys_dir=keys_dir)
+        load_demo_cards(session, actor=actor, keys_dir=keys_dir)
+    from labes.cards.sms import dispatch_outbox, sender_from_settings
+
+    dispatch_outbox(get_sessionmaker(), sender_from_settings())  # the "card ready" notices
     typer.echo("Demo data loaded. Agent accounts (username / password / role):")
     for username, (role, _, password) in DEMO_PASSWORDS.items():
         typer.echo(f"  {username:9} {password:22} {role}")
@@ -336,7 +341,8 @@ def demo(members: Annotated[int, typer.Option(help="Synthetic members to add")] 
     with session_scope() as session:
         for label, key in demo_examples(session, on=date.today()):
             typer.echo(f"  {label:48} GET /api/v1/families/{key}")
-    for label, cin in card_examples:
+        examples_of_cards = card_examples(session)
+    for label, cin in examples_of_cards:
         typer.echo(f"  {label:48} labes sms receive --from +21698000000 '*1017*{cin}#'")
 
 

@@ -23,6 +23,12 @@ class Settings(BaseSettings):
     log_level: str = Field(default="INFO")
     keys_dir: Path = Field(default=Path("./var/keys"), description="Where the fund's private keys live (mode 0600)")
     db_pool_size: int = Field(default=10, description="Connections per app process (PostgreSQL)")
+    sms_gateway_url: str | None = Field(default=None, description="SMS operator's HTTP gateway; unset: development gateway (log lines)")
+    sms_gateway_username: str = Field(default="", description="Basic-auth user of the SMS gateway")
+    sms_gateway_password: str = Field(default="", description="Basic-auth password of the SMS gateway")
+    sms_gateway_timeout: float = Field(default=10.0, description="Seconds to wait for the SMS gateway")
+    sms_lookups_per_hour: int = Field(default=5, ge=1, description="Look-ups per phone number per rolling hour at 1017")
+    card_return_days: int = Field(default=90, ge=1, description="Days a card waits at a pick-up point before it is returned")
 
 
 @lru_cache

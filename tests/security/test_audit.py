@@ -77,6 +77,8 @@ class World:
     waiting_card: str
     batch: str
     cardless_cin: str
+    gateway: dict[str, str]
+    gateway_label: str
 
 
 @pytest.fixture
@@ -88,6 +90,8 @@ def world(session, keys_dir) -> World:
     admin, _, _ = login(session, username=admin_name, password=PASSWORD, hours=1)
     token_name = unique("feed-")
     create_api_token(session, actor=factories.ACTOR, name=token_name, permissions=["registry:read"])
+    gateway_name = unique("operator-")
+    gateway, _ = create_api_token(session, actor=factories.ACTOR, name=gateway_name, permissions=["sms:gateway"])
     member = factories.member(session)
     child = factories.dependant(session, member.social_id)
     facility = factories.facility(session)
@@ -124,7 +128,8 @@ def world(session, keys_dir) -> World:
     return World(bearer(clerk), f"agent:{clerk_name}", bearer(admin), f"agent:{admin_name}", member.social_id,
                  str(member.person_id), session.get(Person, member.person_id).cin, str(child.id),
                  facility.code, doctor.licence, agent_name, token_name, card.serial, bearer(desk), f"agent:{desk_name}", point.code,
-                 waiting.serial, batch.number, session.get(Person, cardless.person_id).cin)
+                 waiting.serial, batch.number, session.get(Person, cardless.person_id).cin,
+                 bearer(gateway), f"token:{gateway_name}")
 
 
 Call = Callable[[World], tuple[str, dict | None]]
@@ -178,6 +183,8 @@ WRITES: dict[str, tuple[Call, str, str]] = {
     "POST /api/v1/auth/login": (lambda w: ("/api/v1/auth/login", {"username": w.agent, "password": PASSWORD}),
                                 "nobody", "security:session:open"),
     "POST /api/v1/auth/logout": (lambda w: ("/api/v1/auth/logout", None), "clerk", "security:session:close"),
+    "POST /api/v1/sms/inbound": (lambda w: ("/api/v1/sms/inbound", {"from": "+21698000000", "text": f"*1017*{w.cin}#"}),
+                                 "gateway", "sms:inbound:receive"),
     "POST /api/v1/cards": (lambda w: ("/api/v1/cards", {"card_type": "labes", "cin": w.cardless_cin}), "clerk",
                            "card:status:issue"),
     "POST /api/v1/cards/{serial}/block": (lambda w: (f"/api/v1/cards/{w.card}/block", {"reason": "lost"}), "clerk",
@@ -211,15 +218,16 @@ class TestEveryWriteIsAudited:
         path, body = call(world)
         request_id = unique("req-")
         headers = {"x-request-id": request_id,
-                   **({"clerk": world.clerk, "admin": world.admin, "desk": world.desk}.get(who, {}))}
+                   **({"clerk": world.clerk, "admin": world.admin, "desk": world.desk,
+                       "gateway": world.gateway}.get(who, {}))}
 
         response = client.request(route.split()[0], path, json=body, headers=headers)
 
         assert response.status_code < 300, response.text
         events = events_of(session, request_id)
         assert action in [e.action for e in events]
-        expected_actor = {"clerk": world.clerk_label, "admin": world.admin_label,
-                          "desk": world.desk_label}.get(who, f"agent:{world.agent}")
+        expected_actor = {"clerk": world.clerk_label, "admin": world.admin_label, "desk": world.desk_label,
+                          "gateway": world.gateway_label}.get(who, f"agent:{world.agent}")
         assert {e.actor for e in events} == {expected_actor}
         assert all(e.after is not None or e.before is not None for e in events if e.action != "security:session:close")
 

@@ -21,12 +21,24 @@ def ensure_keys(keys_dir: Path) -> None:
         init_keys(keys_dir)
 
 
-def load_demo_cards(session: Session, *, actor: Actor, keys_dir: Path, families: int = 12) -> list[tuple[str, str]]:
-    """Give a dozen families Labes cards and move them along (idempotent); return (what, CIN) examples."""
+def card_examples(session: Session) -> list[tuple[str, str]]:
+    """Return (what, CIN) for one card holder in each interesting state, to try the *1017* look-up."""
+    found = []
+    for state, label in (("at_point", "SMS: card waiting at a post office"), ("delivered", "SMS: card delivered"),
+                         ("shipped", "SMS: card on its way"), ("batched", "SMS: card packed, not yet dispatched")):
+        cin = session.scalar(select(Person.cin).join(Card, Card.holder_person_id == Person.id)
+                             .where(Card.state == state, Person.cin.is_not(None)).order_by(Person.cin).limit(1))
+        if cin:
+            found.append((label, cin))
+    return found
+
+
+def load_demo_cards(session: Session, *, actor: Actor, keys_dir: Path, families: int = 12) -> None:
+    """Give a dozen families Labes cards and move them along (idempotent)."""
     if session.scalar(select(exists().where(PickupPoint.kind == "post_office"))) is False:
         distribution.save_points(session, distribution.generate_points(), actor=actor, source="demo")
     if session.scalar(select(exists().where(Card.card_type == "labes"))):
-        return []
+        return
     authority = load_authority(keys_dir.resolve())
     members = session.execute(select(Member.person_id, Person.cin).join(Person, Person.id == Member.person_id)
                               .where(Member.status == "active").order_by(Person.cin).limit(families)).all()
@@ -35,10 +47,6 @@ def load_demo_cards(session: Session, *, actor: Actor, keys_dir: Path, families:
         service.issue_card(session, actor=actor, authority=authority, holder=holder)
     now = datetime.now(UTC)
     run = distribution.build_batches(session, actor=actor, now=now)
-    examples: list[tuple[str, str]] = []
-    if run.batches:
-        packed = session.scalar(select(Card).where(Card.batch_id == run.batches[-1].id).limit(1))
-        examples.append(("SMS: card packed, not yet dispatched", session.get(Person, packed.holder_person_id).cin))
     for index, batch in enumerate(run.batches[:-1]):  # the last batch stays packed, not yet shipped
         distribution.ship_batch(session, actor=actor, number=batch.number, now=now)
         if index % 3 == 0:
@@ -50,8 +58,3 @@ def load_demo_cards(session: Session, *, actor: Actor, keys_dir: Path, families:
             point = session.get(PickupPoint, card.point_id)
             distribution.deliver(session, actor=actor, serial=card.serial, point_code=point.code,
                                  presented_cin=person.cin, to="holder", now=now)
-            examples.append(("SMS: card delivered", person.cin))
-        else:
-            card = session.scalar(select(Card).where(Card.batch_id == batch.id).limit(1))
-            examples.append(("SMS: card waiting at a post office", session.get(Person, card.holder_person_id).cin))
-    return examples

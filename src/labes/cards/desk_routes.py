@@ -9,10 +9,10 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Request, status
 from pydantic import Field
 
-from labes.cards import distribution
+from labes.cards import distribution, sms
 from labes.cards.schemas import PickupPointRead
 from labes.schemas import Page, Schema
 from labes.security.deps import DbSession, permitted
@@ -142,6 +142,10 @@ def deliver_card(serial: str, body: Delivery, session: DbSession, actor: permitt
 
 
 @router.post("/desk/batches/{number}/receive", response_model=BatchRead)
-def receive_shipment(number: str, body: Reception, session: DbSession, actor: permitted("desk:deliver")):
-    """Record a whole shipment as received at this point; each holder is told by SMS."""
-    return distribution.receive_batch(session, actor=actor, number=number, point_code=body.point)
+def receive_shipment(number: str, body: Reception, request: Request, session: DbSession,
+                     actor: permitted("desk:deliver")):
+    """Record a whole shipment as received at this point; each holder is told by SMS (sent after commit)."""
+    batch = distribution.receive_batch(session, actor=actor, number=number, point_code=body.point)
+    sender = getattr(request.app.state, "sms_sender", None) or sms.sender_from_settings()
+    sms.send_after_commit(session, sender=sender, factory=request.app.state.sessionmaker)
+    return batch

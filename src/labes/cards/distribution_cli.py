@@ -94,9 +94,13 @@ def receive(number: str, point: Annotated[str | None, typer.Option(help="Code of
     from labes.cards import distribution
     from labes.db import session_scope
 
+    from labes.cards.sms import send_after_commit, sender_from_settings
+    from labes.db import get_sessionmaker
+
     try:
         with session_scope() as session:
             found = distribution.receive_batch(session, actor=_actor(), number=number, point_code=point)
+            send_after_commit(session, sender=sender_from_settings(), factory=get_sessionmaker())
             cards = found.cards
     except LabesError as exc:
         _fail(exc.message)
