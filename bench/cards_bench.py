@@ -44,7 +44,7 @@ def main() -> None:
 
     from labes.cards.bulk import issue_all
     from labes.cards.crypto import init_keys
-    from labes.cards.distribution import generate_points, save_points
+    from labes.cards.points import generate_points, save_points
     from labes.cards.models import Card, PickupPoint
     from labes.cards.serials import make_serial
     from labes.cards.sms import handle_inbound

@@ -8,7 +8,6 @@ child process so the generator does not count), and the machine.
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import resource

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
-from labes.cards import distribution, manifests, service
+from labes.cards import distribution, manifests, points, service
 from labes.cards.desk_routes import router as desk_router
 from labes.cards.distribution import choose_destination
 from labes.cards.models import Batch, Card, PickupPoint, SmsMessage
@@ -39,7 +39,7 @@ DAY = timedelta(days=1)
 @pytest.fixture
 def kas(session) -> dict[str, PickupPoint]:
     """The generated pick-up points of Kasserine, by French name."""
-    distribution.save_points(session, distribution.generate_points(["KAS"]), actor=ACTOR, source="test")
+    points.save_points(session, points.generate_points(["KAS"]), actor=ACTOR, source="test")
     return {p.name_fr: p for p in session.scalars(select(PickupPoint).where(PickupPoint.governorate == "KAS"))}
 
 
@@ -150,7 +150,7 @@ class TestDestination:
 
 class TestPoints:
     def test_the_generated_national_set(self):
-        rows = distribution.generate_points()
+        rows = points.generate_points()
         governorates = load_reference("governorates")
         assert len({r["code"] for r in rows}) == len(rows)
         for gov in governorates:
@@ -163,12 +163,12 @@ class TestPoints:
         assert sbeitla["name_ar"] == "مكتب بريد سبيطلة" and sbeitla["delegation"] == "Sbeïtla"
         assert sbeitla["hours_ar"].startswith("الاثنين-الجمعة 8:00-17:00") and sbeitla["hours_fr"].startswith("Lun-Ven 8h-17h")
         assert next(r for r in rows if r["code"] == "DKEF01")["name_fr"] == "Direction régionale de la santé du Kef"
-        assert all(distribution._point_values(r) == r for r in rows)  # the generator passes the importer's checks
+        assert all(points._point_values(r) == r for r in rows)  # the generator passes the importer's checks
 
     def test_import_upserts_by_code_and_reports_bad_rows(self, session, tmp_path):
-        rows = distribution.generate_points(["TOZ"])
+        rows = points.generate_points(["TOZ"])
         path = tmp_path / "points.csv"
-        distribution.write_points_csv(rows, path)
+        points.write_points_csv(rows, path)
         with path.open("a", encoding="utf-8", newline="") as handle:
             bad = csv.writer(handle)
             bad.writerow(["PXXX01", "post_office", "مكتب", "Bureau", "XXX", "", "", "", "", ""])
@@ -176,7 +176,7 @@ class TestPoints:
             bad.writerow(["PTOZ78", "post_office", "مكتب", "Bureau", "TOZ", "Sbeïtla", "", "", "", ""])
             bad.writerow([rows[0]["code"], "post_office", "مكتب", "Bureau", "TOZ", "", "", "", "", ""])
             bad.writerow(["PTOZ79", "post_office", "", "Bureau", "TOZ", "", "", "", "", ""])
-        first = distribution.import_points(session, path, actor=ACTOR)
+        first = points.import_points(session, path, actor=ACTOR)
         assert (first.rows, first.loaded, first.rejected) == (len(rows) + 5, len(rows), 5)
         assert first.counts == {"created": len(rows), "updated": 0, "unchanged": 0}
         with first.errors_path.open(encoding="utf-8") as handle:
@@ -184,8 +184,8 @@ class TestPoints:
         assert [field for field, _ in reported] == ["governorate", "kind", "delegation", "code", "name_ar"]
         assert "not a delegation of TOZ" in reported[2][1] and "line 2" in reported[3][1]
 
-        distribution.write_points_csv([rows[0] | {"hours_fr": "Lun-Sam 8h-13h"}, *rows[1:]], path)
-        again = distribution.import_points(session, path, actor=ACTOR)
+        points.write_points_csv([rows[0] | {"hours_fr": "Lun-Sam 8h-13h"}, *rows[1:]], path)
+        again = points.import_points(session, path, actor=ACTOR)
         assert again.counts == {"created": 0, "updated": 1, "unchanged": len(rows) - 1} and again.errors_path is None
         assert service.point_by_code(session, rows[0]["code"]).hours_fr == "Lun-Sam 8h-13h"
 
@@ -193,16 +193,16 @@ class TestPoints:
         path = tmp_path / "points.csv"
         path.write_text("code,name\nX,Y\n", encoding="utf-8")
         with pytest.raises(FileError, match="missing: kind"):
-            distribution.import_points(session, path)
+            points.import_points(session, path)
         assert session.scalar(select(func.count()).select_from(PickupPoint)) == 0
 
     def test_update_keeps_the_code_and_checks_the_place(self, session, kas):
-        updated = distribution.update_point(session, actor=ACTOR, code="pkas11", changes={"hours_fr": "Lun-Ven 8h-13h"})
+        updated = points.update_point(session, actor=ACTOR, code="pkas11", changes={"hours_fr": "Lun-Ven 8h-13h"})
         assert updated.hours_fr == "Lun-Ven 8h-13h" and updated.name_fr == "Bureau de poste Sbeïtla"
         with pytest.raises(InvalidInput, match="not a delegation of KAS"):
-            distribution.update_point(session, actor=ACTOR, code="PKAS11", changes={"delegation": "Nefta"})
+            points.update_point(session, actor=ACTOR, code="PKAS11", changes={"delegation": "Nefta"})
         with pytest.raises(InvalidInput, match="never changes"):
-            distribution.update_point(session, actor=ACTOR, code="PKAS11", changes={"code": "PKAS99"})
+            points.update_point(session, actor=ACTOR, code="PKAS11", changes={"code": "PKAS99"})
 
 
 # ---------------------------------------------------------------- batches and manifests

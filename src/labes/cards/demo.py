@@ -8,7 +8,7 @@ from pathlib import Path
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
-from labes.cards import distribution, service
+from labes.cards import distribution, points, service
 from labes.cards.crypto import init_keys, load_authority
 from labes.cards.models import Card, PickupPoint
 from labes.registry.models import Member, Person
@@ -36,7 +36,7 @@ def card_examples(session: Session) -> list[tuple[str, str]]:
 def load_demo_cards(session: Session, *, actor: Actor, keys_dir: Path, families: int = 12) -> None:
     """Give a dozen families Labes cards and move them along (idempotent)."""
     if session.scalar(select(exists().where(PickupPoint.kind == "post_office"))) is False:
-        distribution.save_points(session, distribution.generate_points(), actor=actor, source="demo")
+        points.save_points(session, points.generate_points(), actor=actor, source="demo")
     if session.scalar(select(exists().where(Card.card_type == "labes"))):
         return
     authority = load_authority(keys_dir.resolve())

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request, status
 from pydantic import Field
 
-from labes.cards import distribution, sms
+from labes.cards import distribution, points, sms
 from labes.cards.schemas import PickupPointRead
 from labes.schemas import Page, Schema
 from labes.security.deps import DbSession, permitted
@@ -99,7 +99,7 @@ def list_pickup_points(session: DbSession, actor: permitted("cards:read"), gover
                        kind: PointKind | None = None, page: PageNo = 1,
                        page_size: Annotated[int, Query(ge=1, le=500)] = 100) -> dict[str, Any]:
     """Pick-up points, by code; filter by governorate and kind."""
-    items, has_more = distribution.list_points(session, governorate=governorate, kind=kind, page=page,
+    items, has_more = points.list_points(session, governorate=governorate, kind=kind, page=page,
                                                page_size=page_size)
     return {"items": items, "page": page, "page_size": page_size, "has_more": has_more}
 
@@ -107,13 +107,13 @@ def list_pickup_points(session: DbSession, actor: permitted("cards:read"), gover
 @router.post("/pickup-points", response_model=PickupPointRead, status_code=status.HTTP_201_CREATED)
 def create_pickup_point(body: PickupPointCreate, session: DbSession, actor: permitted("cards:issue")):
     """Add a post office, fund centre, regional health directorate or mobile centre."""
-    return distribution.create_point(session, actor=actor, data=body.model_dump())
+    return points.create_point(session, actor=actor, data=body.model_dump())
 
 
 @router.patch("/pickup-points/{code}", response_model=PickupPointRead)
 def update_pickup_point(code: str, body: PickupPointUpdate, session: DbSession, actor: permitted("cards:issue")):
     """Change a pick-up point's names, address, hours or place."""
-    return distribution.update_point(session, actor=actor, code=code, changes=body.model_dump(exclude_unset=True))
+    return points.update_point(session, actor=actor, code=code, changes=body.model_dump(exclude_unset=True))
 
 
 # ---------------------------------------------------------------- the delivery desk

@@ -132,13 +132,13 @@ def remind(days_before: Annotated[int, typer.Option(help="Days before the return
 @points_app.command("import")
 def points_import(path: Path, errors: Annotated[Path | None, typer.Option(help="Error CSV (default: FILE.errors.csv)")] = None) -> None:
     """Import pick-up points from a CSV (idempotent: upsert by code)."""
-    from labes.cards import distribution
+    from labes.cards import points
     from labes.db import session_scope
     from labes.registry.bulk import FileError
 
     try:
         with session_scope() as session:
-            result = distribution.import_points(session, path, actor=_actor(), errors_path=errors)
+            result = points.import_points(session, path, actor=_actor(), errors_path=errors)
     except FileError as exc:
         _fail(str(exc))
     counts = ", ".join(f"{n} {what}" for what, n in result.counts.items())
@@ -151,14 +151,14 @@ def points_import(path: Path, errors: Annotated[Path | None, typer.Option(help="
 def points_generate(out: Annotated[Path | None, typer.Option(help="Write a CSV here instead of loading the points")] = None,
                     governorate: Annotated[list[str] | None, typer.Option(help="Only these governorates")] = None) -> None:
     """Create a plausible national set of pick-up points (demo, tests, benchmarks); idempotent."""
-    from labes.cards import distribution
+    from labes.cards import points
     from labes.db import session_scope
 
-    rows = distribution.generate_points(governorate)
+    rows = points.generate_points(governorate)
     if out is not None:
-        distribution.write_points_csv(rows, out)
+        points.write_points_csv(rows, out)
         typer.echo(f"{len(rows)} pick-up points written to {out}")
         return
     with session_scope() as session:
-        counts = distribution.save_points(session, rows, actor=_actor(), source="generated")
+        counts = points.save_points(session, rows, actor=_actor(), source="generated")
     typer.echo(f"{len(rows)} pick-up points: " + ", ".join(f"{n} {what}" for what, n in counts.items()))
