@@ -374,13 +374,18 @@ def find_member_for(session: Session, *, key: str) -> Member:
         return get_member_or_raise(session, social_id=key)
     if len(key) != 8 or not key.isdigit():
         raise InvalidInput("Look a family up by an 8-digit CIN or an 11-digit social identifier.", field="key")
-    person_id = session.scalar(select(Person.id).where(Person.cin == key))
-    if person_id is None:
-        raise NotFound(f"No registered person with the CIN {key}.", field="cin")
-    member = session.scalar(select(Member).where(Member.person_id == person_id))
+    # One query when the CIN is the insured member's (the common case); the member's person row is loaded
+    # with it, so the family view does not fetch it again.
+    found = session.execute(select(Member, Person).join(Person, Person.id == Member.person_id)
+                            .where(Person.cin == key)).first()
+    member = found[0] if found else None
     if member is None:
+        person_id = session.scalar(select(Person.id).where(Person.cin == key))
+        if person_id is None:
+            raise NotFound(f"No registered person with the CIN {key}.", field="cin")
         member = session.scalar(select(Member).join(Dependant, Dependant.member_id == Member.id)
-                                .where(Dependant.person_id == person_id).order_by(Dependant.end_date.is_(None).desc()).limit(1))
+                                .where(Dependant.person_id == person_id)
+                                .order_by(Dependant.end_date.is_(None).desc()).limit(1))
     if member is None:
         raise NotFound(f"The person with the CIN {key} belongs to no insured family.", field="cin")
     return member
