@@ -742,9 +742,8 @@ class TestWebhook:
         assert sms_client.app.state.sms_sender.sent == [(number, reply)]
         assert session.scalars(select(SmsMessage.status).where(SmsMessage.number == number)
                                .order_by(SmsMessage.id)).all() == ["received", "sent"]
-        event = session.scalar(select(AuditEvent).where(AuditEvent.request_id == "sms-json-1"))
-        assert (event.action, event.actor) == ("sms:inbound:receive", f"token:{operator[0]}")
-        assert cin not in json.dumps(event.after)
+        # A look-up changes nothing: the message log is its record, not the audit chain.
+        assert session.scalar(select(AuditEvent).where(AuditEvent.request_id == "sms-json-1")) is None
 
     def test_form_message_is_answered(self, sms_client, session, family, operator):
         number = a_number()

@@ -25,7 +25,7 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import event, exists, or_, select, text as sql
+from sqlalchemy import and_, event, exists, or_, select, text as sql
 from sqlalchemy.orm import Session, SessionTransaction
 
 from labes.cards.models import Card, PickupPoint, SmsMessage
@@ -33,8 +33,6 @@ from labes.db import session_scope
 from labes.errors import InvalidInput, LabesError
 from labes.registry.identifiers import ascii_digits
 from labes.registry.models import Dependant, Member, Person
-from labes.security import audit
-from labes.security.audit import Actor
 
 log = logging.getLogger("labes.sms")
 
@@ -433,12 +431,17 @@ def lookup_reply(session: Session, *, lookup: Lookup, today: date) -> str:
     language = asked or ("fr" if person.language == "fr" else "ar")
     words = TEMPLATES[language]
     point_ids = {c.point_id for c in cards if c.point_id}
-    points = {p.id: p for p in session.scalars(select(PickupPoint).where(PickupPoint.id.in_(point_ids)))}
+    # The cards' points and the fund centres of their governorates, in one query.
+    points: dict[Any, PickupPoint] = {}
     centres: dict[str, PickupPoint] = {}
-    for centre in session.scalars(select(PickupPoint).where(
-            PickupPoint.kind == "fund_centre", PickupPoint.governorate.in_({c.governorate for c in cards}))
+    for found in session.scalars(select(PickupPoint).where(or_(
+            PickupPoint.id.in_(point_ids),
+            and_(PickupPoint.kind == "fund_centre", PickupPoint.governorate.in_({c.governorate for c in cards}))))
             .order_by(PickupPoint.code)):
-        centres.setdefault(centre.governorate, centre)
+        if found.id in point_ids:
+            points[found.id] = found
+        if found.kind == "fund_centre":
+            centres.setdefault(found.governorate, found)
     places = _Places(points, centres)
     lines = []
     for relative in family:
@@ -504,7 +507,7 @@ def _clock(moment: datetime) -> str:
 
 
 def handle_inbound(session: Session, *, number: str, text: str, now: datetime | None = None,
-                   actor: Actor = audit.SYSTEM, limit: int | None = None) -> str | None:
+                   limit: int | None = None) -> str | None:
     """Answer a message to 1017; record it and queue the reply. Return the reply, or None to stay silent.
 
     Past `limit` answered messages per rolling hour from one number, the number is told once when to try again,
@@ -526,7 +529,6 @@ def handle_inbound(session: Session, *, number: str, text: str, now: datetime | 
     session.flush()
     if reply is not None:
         queue_sms(session, number=number, text=reply, purpose=PURPOSE)
-    audit.record(session, actor=actor, action="sms:inbound:receive", entity_type="sms_message",
-                 entity_id=inbound.id, after={"number": number, "status": status, "purpose": PURPOSE,
-                                              "replied": reply is not None})
+    # No audit event: a look-up changes nothing, and the message log (sms_message, append-only) is its record.
+    # Auditing it would put every SMS through the audit chain's lock at thousands of messages a minute.
     return reply

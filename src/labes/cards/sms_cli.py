@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -31,12 +30,11 @@ def receive(text: Annotated[str, typer.Argument(help="The message as typed on th
     from labes.cards.sms import handle_inbound, send_after_commit, sender_from_settings
     from labes.db import get_sessionmaker, session_scope
     from labes.errors import LabesError
-    from labes.security.audit import Actor
 
     _log_to_stderr()
     try:
         with session_scope() as session:
-            reply = handle_inbound(session, actor=Actor("cli", getpass.getuser()), number=sender, text=text,
+            reply = handle_inbound(session, number=sender, text=text,
                                    now=datetime.now(UTC))
             send_after_commit(session, sender=sender_from_settings(), factory=get_sessionmaker())
     except LabesError as exc:

@@ -77,7 +77,7 @@ def _sender(request: Request) -> sms.SmsSender:
 def receive(actor: permitted("sms:gateway"), message: Annotated[SmsInbound, Depends(inbound_message)],
             request: Request, session: DbSession) -> SmsReply:
     """A message to 1017 (`*1017*<CIN>#`): answer where the family's cards are; the reply goes out after commit."""
-    reply = sms.handle_inbound(session, actor=actor, number=message.sender, text=message.text, now=datetime.now(UTC))
+    reply = sms.handle_inbound(session, number=message.sender, text=message.text, now=datetime.now(UTC))
     sms.send_after_commit(session, sender=_sender(request), factory=request.app.state.sessionmaker)
     return SmsReply(reply=reply)
 
