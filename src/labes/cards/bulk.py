@@ -131,26 +131,32 @@ def issue_all(factory: sessionmaker[Session], *, actor: Actor, keys_dir: Path, o
     context = multiprocessing.get_context("spawn")
     with os.fdopen(fd, "a", encoding="utf-8") as personalisation, \
             ProcessPoolExecutor(workers, mp_context=context, initializer=_init, initargs=(str(keys_dir),)) as pool:
-        for holders in _chunks(factory, limit):
-            with session_scope(factory) as session:
-                serials = allocate_serials(session, card_type="labes", count=len(holders))
-            pairs = list(zip(serials, holders, strict=True))
-            slices = [pairs[i::workers] for i in range(workers)]
-            pending = deque(pool.submit(personalise, part, now) for part in slices if part)
-            made = [item for future in pending for item in future.result()]
+        # A pipeline: while the workers do the cryptography of the next chunk, this process writes the last one.
+        pending: deque[tuple[list[str], list]] = deque()
+
+        def write_oldest() -> None:
+            serials, futures = pending.popleft()
+            made = [item for future in futures for item in future.result()]
             with session_scope(factory) as session:
                 upsert(session, Card, [row for row, _ in made])
-                _events(session, made, now, actor)
+                upsert(session, CardEvent, [{"card_id": row["id"], "at": now.isoformat(sep=" "), "event": "issue",
+                                             "from_state": None, "to_state": "printed", "actor": actor.label}
+                                            for row, _ in made])
                 audit.record(session, actor=actor, action="card:status:issue_bulk", entity_type="card_batch_issue",
                              entity_id=f"{serials[0]}..{serials[-1]}", after={"cards": len(made)})
             personalisation.writelines(json.dumps(record) + "\n" for _, record in made)
             personalisation.flush()
             result.issued += len(made)
+
+        for holders in _chunks(factory, limit):
+            with session_scope(factory) as session:
+                serials = allocate_serials(session, card_type="labes", count=len(holders))
+            pairs = list(zip(serials, holders, strict=True))
+            slices = [pairs[i::workers] for i in range(workers)]
+            pending.append((serials, [pool.submit(personalise, part, now) for part in slices if part]))
+            if len(pending) > 1:
+                write_oldest()
+        while pending:
+            write_oldest()
     result.seconds = time.perf_counter() - started
     return result
-
-
-def _events(session: Session, made: list[tuple[dict, dict]], now: datetime, actor: Actor) -> None:
-    session.add_all(CardEvent(card_id=uuid.UUID(hex=row["id"]), at=now, event="issue", from_state=None,
-                              to_state="printed", actor=actor.label) for row, _ in made)
-    session.flush()
