@@ -113,3 +113,31 @@ def client(app_for, factory) -> Iterator[TestClient]:
 @pytest.fixture
 def today() -> date:
     return date.today()
+
+
+def _clear_caches() -> None:
+    from labes import config, db
+
+    config.get_settings.cache_clear()
+    db.get_engine.cache_clear()
+    db.get_sessionmaker.cache_clear()
+
+
+@pytest.fixture
+def cli_runner(engine, committed, monkeypatch):
+    """Point the `labes` command at the test database for one test; put back the logging it configures."""
+    import logging
+
+    from typer.testing import CliRunner
+
+    from labes import db
+
+    monkeypatch.setenv("LABES_DATABASE_URL", engine.url.render_as_string(hide_password=False))
+    _clear_caches()
+    labes_log = logging.getLogger("labes")
+    saved = labes_log.handlers[:], labes_log.level, labes_log.propagate
+    yield CliRunner()
+    labes_log.handlers[:], labes_log.level, labes_log.propagate = saved
+    if db.get_engine.cache_info().currsize:
+        db.get_engine().dispose()
+    _clear_caches()

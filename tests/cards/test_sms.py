@@ -17,9 +17,8 @@ from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
-from typer.testing import CliRunner
 
-from labes import config, db
+from labes import config
 from labes.cards import service, sms
 from labes.cards.models import Card, PickupPoint, SmsMessage
 from labes.cards.sms_cli import app as sms_cli
@@ -818,26 +817,6 @@ class TestWebhook:
 
 
 # ---------------------------------------------------------------- the command line
-
-
-def _clear_caches() -> None:
-    config.get_settings.cache_clear()
-    db.get_engine.cache_clear()
-    db.get_sessionmaker.cache_clear()
-
-
-@pytest.fixture
-def cli_runner(engine, committed, monkeypatch) -> CliRunner:
-    """Point `labes sms` at the test database for one test; put back the logging the command configures."""
-    monkeypatch.setenv("LABES_DATABASE_URL", engine.url.render_as_string(hide_password=False))
-    _clear_caches()
-    labes_log = logging.getLogger("labes")
-    saved = labes_log.handlers[:], labes_log.level, labes_log.propagate
-    yield CliRunner()
-    labes_log.handlers[:], labes_log.level, labes_log.propagate = saved
-    if db.get_engine.cache_info().currsize:
-        db.get_engine().dispose()
-    _clear_caches()
 
 
 class TestCli:

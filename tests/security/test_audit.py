@@ -12,9 +12,7 @@ from argon2 import PasswordHasher
 from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
 from sqlalchemy import JSON, bindparam, func, select, text
-from typer.testing import CliRunner
 
-from labes import config, db
 from labes.cards.crypto import load_authority
 from labes.cards.models import Batch, PickupPoint
 from labes.cards.service import issue_card, move, resolve_holder
@@ -437,23 +435,6 @@ class TestAuditApi:
     def test_clerk_may_not_read_the_trail(self, client, world):
         assert client.get("/api/v1/audit", headers=world.clerk).status_code == 403
         assert client.get("/api/v1/audit/verify", headers=world.clerk).status_code == 403
-
-
-def _clear_caches() -> None:
-    config.get_settings.cache_clear()
-    db.get_engine.cache_clear()
-    db.get_sessionmaker.cache_clear()
-
-
-@pytest.fixture
-def cli_runner(engine, committed, monkeypatch) -> CliRunner:
-    """Point `labes` at the test database for one test."""
-    monkeypatch.setenv("LABES_DATABASE_URL", engine.url.render_as_string(hide_password=False))
-    _clear_caches()
-    yield CliRunner()
-    if db.get_engine.cache_info().currsize:
-        db.get_engine().dispose()
-    _clear_caches()
 
 
 class TestAuditCli:
