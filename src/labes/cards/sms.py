@@ -390,9 +390,8 @@ def _current(cards: list[Card]) -> Card:
     return max(candidates, key=lambda c: (c.state != "blocked", c.issued_at, c.serial))
 
 
-def _family(session: Session, person: Person, today: date) -> list[Person]:
+def _family(session: Session, person: Person, member_id: Any, today: date) -> list[Person]:
     """Return the person, then (if an insured member) the dependants now in their charge; never anyone else."""
-    member_id = session.scalar(select(Member.id).where(Member.person_id == person.id))
     if member_id is None:
         return [person]
     order = {"spouse": 0, "child": 1, "father": 2, "mother": 3}
@@ -421,8 +420,11 @@ def lookup_reply(session: Session, *, lookup: Lookup, today: date) -> str:
     asked = lookup.language
     if lookup.cin is None:
         return TEMPLATES[asked or "ar"]["help"]
-    person = session.scalar(select(Person).where(Person.cin == lookup.cin))
-    family = _family(session, person, today) if person is not None else []
+    # The person and, if they are the insured member, their member id: one query.
+    found = session.execute(select(Person, Member.id).outerjoin(Member, Member.person_id == Person.id)
+                            .where(Person.cin == lookup.cin)).first()
+    person = found[0] if found else None
+    family = _family(session, person, found[1], today) if person is not None else []
     cards = list(session.scalars(select(Card).where(Card.holder_person_id.in_([p.id for p in family]),
                                                     Card.card_type.in_(("labes", "amen")))
                                  .order_by(Card.issued_at, Card.serial))) if family else []
@@ -524,9 +526,8 @@ def handle_inbound(session: Session, *, number: str, text: str, now: datetime | 
         status, reply = "limited", TEMPLATES[lookup.language or "ar"]["too_many"].format(time=_clock(retry_at))
     else:
         status, reply = "limited", None
-    inbound = SmsMessage(direction="in", number=number, text=text[:1600], at=now, status=status, purpose=PURPOSE)
-    session.add(inbound)
-    session.flush()
+    # Added without a flush of its own: with the reply, both rows go in one INSERT.
+    session.add(SmsMessage(direction="in", number=number, text=text[:1600], at=now, status=status, purpose=PURPOSE))
     if reply is not None:
         queue_sms(session, number=number, text=reply, purpose=PURPOSE)
     # No audit event: a look-up changes nothing, and the message log (sms_message, append-only) is its record.
