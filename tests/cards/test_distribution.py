@@ -474,8 +474,12 @@ class TestUnclaimed:
         [batch] = distribution.build_batches(session, actor=ACTOR, now=NOW + 91 * DAY).batches
         assert batch.number == "B-KAS-20270222-0001" and own.state == "batched"
 
-    def test_the_default_limit_comes_from_the_environment(self, session, family_at_sbeitla, monkeypatch):
+    def test_the_default_limit_comes_from_the_environment(self, session, family_at_sbeitla, monkeypatch, request):
+        from labes.config import get_settings
+
         monkeypatch.setenv("LABES_CARD_RETURN_DAYS", "10")
+        get_settings.cache_clear()  # settings are read once per process
+        request.addfinalizer(get_settings.cache_clear)
         assert distribution.return_overdue(session, actor=ACTOR, now=NOW + 9 * DAY) == []
         assert len(distribution.return_overdue(session, actor=ACTOR, now=NOW + 11 * DAY)) == 2
 

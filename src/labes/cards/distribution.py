@@ -42,7 +42,9 @@ except ZoneInfoNotFoundError:  # no tz database installed: Tunisia keeps UTC+1 a
 
 def return_days() -> int:
     """Days a card waits at its pick-up point before it goes back to the fund (`LABES_CARD_RETURN_DAYS`, 90)."""
-    return int(os.environ.get("LABES_CARD_RETURN_DAYS", "90"))
+    from labes.config import get_settings
+
+    return get_settings().card_return_days
 
 
 def batch_max_cards() -> int:

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from labes.errors import Conflict, InvalidInput, NotFound, RuleViolation
 from labes.registry import rules
+from labes.registry.identifiers import ascii_digits
 from labes.registry.models import (
     AmenHousehold, AmenMember, ChronicCondition, CoveragePeriod, Dependant, Member, Person, Professional,
     natural_uuid,
@@ -323,8 +324,6 @@ def _prefix(column, key: str):
 
 def search_persons(session: Session, *, q: str, page: int, page_size: int) -> tuple[list[dict[str, Any]], bool]:
     """Find persons by CIN, social identifier or name (Arabic or Latin, any case or accents)."""
-    from labes.registry.identifiers import ascii_digits
-
     digits = ascii_digits(q).replace(" ", "")
     query = select(Person)
     if digits.isdigit() and len(digits) == 8:
@@ -367,8 +366,6 @@ def _families_of(session: Session, person_ids: list[uuid.UUID]) -> dict[uuid.UUI
 
 def find_member_for(session: Session, *, key: str) -> Member:
     """Return the family a CIN or social identifier belongs to (member or dependant), or raise NotFound."""
-    from labes.registry.identifiers import ascii_digits
-
     key = ascii_digits(key).replace(" ", "")
     if len(key) == 11 and key.isdigit():
         return get_member_or_raise(session, social_id=key)

@@ -124,6 +124,19 @@ def _drop_pending(session: Session) -> None:
     session.info.pop(_PENDING, None)
 
 
+def events(session: Session, *, entity_type: str | None = None, entity_id: str | None = None,
+           before_seq: int | None = None, limit: int = 100) -> list[AuditEvent]:
+    """Return audit events, newest first, optionally for one entity and before a sequence number."""
+    query = select(AuditEvent).order_by(AuditEvent.seq.desc()).limit(limit)
+    if entity_type:
+        query = query.where(AuditEvent.entity_type == entity_type)
+    if entity_id:
+        query = query.where(AuditEvent.entity_id == entity_id)
+    if before_seq:
+        query = query.where(AuditEvent.seq < before_seq)
+    return list(session.scalars(query))
+
+
 @dataclass(frozen=True)
 class VerifyResult:
     ok: bool

@@ -6,7 +6,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials
-from sqlalchemy import select
 
 from labes.security import audit, service
 from labes.security.deps import CurrentActor, DbSession, _bearer, permitted
@@ -50,7 +49,7 @@ def create_agent(body: AgentCreate, session: DbSession, actor: permitted("accoun
 @router.get("/agents", response_model=list[AgentRead])
 def list_agents(session: DbSession, actor: permitted("accounts:manage")) -> list[Agent]:
     """List the fund's agents."""
-    return list(session.scalars(select(Agent).order_by(Agent.username)))
+    return service.list_agents(session)
 
 
 @router.patch("/agents/{username}", response_model=AgentRead)
@@ -69,7 +68,7 @@ def create_api_token(body: ApiTokenCreate, session: DbSession, actor: permitted(
 @router.get("/api-tokens", response_model=list[ApiTokenRead])
 def list_api_tokens(session: DbSession, actor: permitted("accounts:manage")) -> list[ApiToken]:
     """List API tokens (never their secrets)."""
-    return list(session.scalars(select(ApiToken).order_by(ApiToken.name)))
+    return service.list_api_tokens(session)
 
 
 @router.delete("/api-tokens/{name}", response_model=ApiTokenRead)
@@ -88,14 +87,7 @@ def list_audit(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[AuditEvent]:
     """Read the audit trail, newest first, optionally for one entity."""
-    query = select(AuditEvent).order_by(AuditEvent.seq.desc()).limit(limit)
-    if entity_type:
-        query = query.where(AuditEvent.entity_type == entity_type)
-    if entity_id:
-        query = query.where(AuditEvent.entity_id == entity_id)
-    if before_seq:
-        query = query.where(AuditEvent.seq < before_seq)
-    return list(session.scalars(query))
+    return audit.events(session, entity_type=entity_type, entity_id=entity_id, before_seq=before_seq, limit=limit)
 
 
 @router.get("/audit/verify", response_model=AuditVerifyRead)

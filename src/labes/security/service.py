@@ -139,6 +139,16 @@ def actor_for_token(session: Session, *, token: str) -> Actor:
     return Actor("token", api_token.name, (), frozenset(api_token.permissions))
 
 
+def list_agents(session: Session) -> list[Agent]:
+    """Return the fund's agents by username."""
+    return list(session.scalars(select(Agent).order_by(Agent.username)))
+
+
+def list_api_tokens(session: Session) -> list[ApiToken]:
+    """Return the API tokens by name (never their secrets: only hashes are stored)."""
+    return list(session.scalars(select(ApiToken).order_by(ApiToken.name)))
+
+
 def create_api_token(session: Session, *, actor: Actor, name: str, permissions: list[str]) -> tuple[str, ApiToken]:
     """Issue a token for another system; the secret is shown once and stored only as a hash."""
     unknown = sorted(set(permissions) - set(PERMISSIONS))
