@@ -21,6 +21,8 @@ from labes.migrate import current_revision, head_revision
 from labes.cards.desk_routes import router as distribution_router
 from labes.cards.routes import router as cards_router
 from labes.cards.sms_routes import router as sms_router
+from labes.care.routes import router as care_router
+from labes.claims.routes import router as claims_router
 from labes.registry.routes import router as registry_router
 from labes.security.routes import router as security_router
 from labes.stats.routes import router as stats_router
@@ -95,4 +97,6 @@ def create_app(settings: Settings | None = None, factory: sessionmaker[Session] 
     app.include_router(distribution_router)
     app.include_router(sms_router)
     app.include_router(stats_router)
+    app.include_router(care_router)
+    app.include_router(claims_router)
     return app

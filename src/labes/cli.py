@@ -29,6 +29,9 @@ from labes.cards.sms_cli import app as sms_app  # noqa: E402
 
 app.add_typer(distribution_app, name="distribution")
 app.add_typer(sms_app, name="sms")
+from labes.terminal.cli import app as pos_app  # noqa: E402
+
+app.add_typer(pos_app, name="pos")
 stats_app = typer.Typer(help="Indicators.", no_args_is_help=True)
 app.add_typer(stats_app, name="stats")
 console = Console(stderr=True)

@@ -15,6 +15,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import sessionmaker
 
 from labes.app import create_app
+from labes.care.deps import CardSigned
 from labes.config import Settings
 from labes.errors import InvalidInput
 from labes.security import service as security_service
@@ -24,8 +25,15 @@ from labes.security.permissions import PERMISSIONS, ROLES
 from labes.security.service import create_agent, create_api_token, login, revoke_api_token
 from tests import factories
 
-# The printed 2D code is on the card for anyone to check, so its check is open too.
-PUBLIC = {"POST /api/v1/auth/login", "GET /healthz", "GET /readyz", "POST /api/v1/cards/verify-code"}
+# The printed 2D code is on the card for anyone to check, so its check is open too; a challenge is a random
+# number the fund can recognise, and carries no data.
+PUBLIC = {"POST /api/v1/auth/login", "GET /healthz", "GET /readyz", "POST /api/v1/cards/verify-code",
+          "POST /api/v1/care/challenges"}
+# At the point of care the cards are the credentials: the professional's card signs every transaction.
+CARD_SIGNED = {"POST /api/v1/care/rights-checks", "POST /api/v1/care/care-sheets",
+               "POST /api/v1/care/care-sheets/{number}/corrections", "POST /api/v1/care/care-sheets/status",
+               "POST /api/v1/care/prescriptions", "POST /api/v1/care/prescriptions/open",
+               "POST /api/v1/care/prescriptions/cancel", "POST /api/v1/care/dispensations", "POST /api/v1/care/approvals"}
 # Any authenticated caller may ask who they are and log out; no permission is needed for that.
 AUTHENTICATED_ONLY = {"POST /api/v1/auth/logout", "GET /api/v1/auth/me"}
 FRAMEWORK_ROUTES = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
@@ -57,6 +65,10 @@ def guards(route) -> list[str]:
 
 def authenticated(route) -> bool:
     return any(d.call is get_actor for d in _dependencies(route.dependant))
+
+
+def card_signed(route) -> bool:
+    return any(isinstance(d.call, CardSigned) for d in _dependencies(route.dependant))
 
 
 def endpoints(app) -> dict[str, object]:
@@ -101,7 +113,8 @@ class TestEveryRouteIsGuarded:
         api = {key: route for key, route in routes.items() if " /api/v1/" in key and key not in PUBLIC}
 
         assert len(api) > 30
-        assert {key for key, route in api.items() if len(guards(route)) != 1} == AUTHENTICATED_ONLY
+        assert {key for key, route in api.items() if card_signed(route)} == CARD_SIGNED
+        assert {key for key, route in api.items() if len(guards(route)) != 1} == AUTHENTICATED_ONLY | CARD_SIGNED
         for key in AUTHENTICATED_ONLY:
             assert guards(api[key]) == [] and authenticated(api[key]), key
 
@@ -109,7 +122,7 @@ class TestEveryRouteIsGuarded:
         app = app_for(factory)
         routes = endpoints(app)
 
-        assert {key for key, route in routes.items() if not authenticated(route)} == PUBLIC
+        assert {key for key, route in routes.items() if not authenticated(route) and not card_signed(route)} == PUBLIC
         # Whatever is not an API route is FastAPI's own documentation, which carries no data.
         assert {r.path for r in iter_route_contexts(app.routes) if getattr(r, "dependant", None) is None} == FRAMEWORK_ROUTES
 

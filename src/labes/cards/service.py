@@ -266,7 +266,8 @@ def holder_of(session: Session, card: Card) -> Holder:
 # ---------------------------------------------------------------- authentication
 
 
-def _refusal(session: Session, card: Card) -> str:
+def refusal(session: Session, card: Card) -> str:
+    """Say why `card` may not sign, and what the holder can do."""
     if card.state == "blocked":
         when = session.scalar(select(CardEvent.at).where(CardEvent.card_id == card.id, CardEvent.event == "block")
                               .order_by(CardEvent.id.desc()).limit(1))
@@ -287,7 +288,7 @@ def authenticate(session: Session, *, actor: Actor, authority_cert: x509.Certifi
     now = now or _now()
     card = get_card_or_raise(session, serial=serial)
     if card.state not in lifecycle.CAN_AUTHENTICATE:
-        raise CardRefused(_refusal(session, card), field="serial")
+        raise CardRefused(refusal(session, card), field="serial")
     certificate = x509.load_der_x509_certificate(card.certificate)
     try:
         named = check_card_certificate(authority_cert, certificate, now=now)

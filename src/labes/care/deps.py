@@ -1,0 +1,65 @@
+"""The card-signed guard of point-of-care routes: the professional's card is the credential, not a password."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, TypeVar
+
+from fastapi import Depends, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from labes.cards.crypto import KeysMissing
+from labes.care import transactions
+from labes.care.transactions import Verified
+from labes.errors import LabesError
+from labes.security.deps import DbSession
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class KeysNotReady(LabesError):
+    status, code, title = 503, "keys-not-initialised", "The fund's keys are not initialised"
+
+
+class SignedRequest(BaseModel):
+    """Every point-of-care action: the transaction the cards signed, and the content whose digest it carries.
+
+    Read as plain JSON (no whitespace stripping or coercion), so the digest is computed over exactly what was sent.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    transaction: dict[str, Any] = Field(description="JWS General JSON Serialization (RFC 7515 §7.2.1), ES256, one signature per card")
+    content: dict[str, Any] = Field(description="The action's content; its RFC 8785 SHA-256 digest is in the signed transaction")
+
+
+def challenge_secret(request: Request) -> bytes:
+    try:
+        return transactions.challenge_secret(request.app.state.settings.keys_dir.resolve())
+    except KeysMissing as exc:
+        raise KeysNotReady(str(exc)) from None
+
+
+class CardSigned:
+    """Dependency: accept the request only if the cards' signatures, the challenge, the card states and the practice check out."""
+
+    def __init__(self, action: str, *, patient: Literal["required", "optional", "none"] = "required",
+                 freshness: Literal["challenge", "challenge-or-client-key"] = "challenge") -> None:
+        self.action, self.patient, self.freshness = action, patient, freshness
+
+    def __call__(self, request: Request, body: SignedRequest, session: DbSession) -> Verified:
+        return transactions.accept(session, body=body.model_dump(), action=self.action, secret=challenge_secret(request),
+                                   patient=self.patient, freshness=self.freshness)
+
+
+def card_signed(action: str, **options: Any):
+    """Annotated alias for a verified transaction: `verified: card_signed("rights-check")`."""
+    return Annotated[Verified, Depends(CardSigned(action, **options))]
+
+
+def content_as(model: type[M], verified: Verified) -> M:
+    """Validate the signed content against `model`, reporting errors under `content.` like any malformed body."""
+    try:
+        return model.model_validate(verified.content)
+    except ValidationError as exc:
+        raise RequestValidationError([{**error, "loc": ("body", "content", *error["loc"])} for error in exc.errors()]) from None

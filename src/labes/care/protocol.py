@@ -1,0 +1,280 @@
+"""The signed point-of-care transaction (docs/protocol.md).
+
+A transaction is a small JSON object — action, challenge, both card serials, facility, time and the
+digest of the content — in its RFC 8785 canonical form, signed by the patient's card and by the
+professional's card as one JWS in the General JSON Serialization (RFC 7515 §7.2.1), one ES256
+signature per card, each naming its card serial as `kid`. The content itself travels beside it; the
+server checks that its canonical digest is the one both cards signed.
+
+joserfc does the JWS. Cards sign through `CardToken.sign`, so a key inside a chip (PKCS#11) and a
+virtual card's key are used the same way: `_CardES256` hands joserfc's signing input to the card.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import Any
+
+import rfc8785
+from cryptography.hazmat.primitives import serialization
+from joserfc import jws
+from joserfc.errors import JoseError
+from joserfc.jwk import ECKey
+from joserfc.jws import JWSRegistry
+from joserfc.jwa import ESAlgorithm
+
+from labes.cards.tokens import CardToken
+from labes.errors import InvalidInput, LabesError
+
+VERSION = "labes-tx/1"
+ACTIONS = (
+    "rights-check", "visit", "prescribe", "prescription-open", "prescription-cancel", "dispense",
+    "care-sheet", "care-sheet-correction", "care-sheet-status", "approval-request",
+)
+CHALLENGE_SECONDS = 120
+CLOCK_SKEW = timedelta(minutes=5)
+_CHALLENGE_LAYOUT = struct.Struct(">B16sQ")  # version, nonce, expiry (Unix seconds)
+_CHALLENGE_MAC_BYTES = 16
+
+
+class InvalidTransaction(LabesError):
+    """A transaction that cannot be accepted as signed: bad signature, stale or replayed challenge, wrong card."""
+
+    status, code, title = 403, "invalid-transaction", "Transaction refused"
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _b64url_decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def canonical(value: Any) -> bytes:
+    """Return the RFC 8785 (JSON Canonicalization Scheme) bytes of `value`."""
+    try:
+        return rfc8785.dumps(value)
+    except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
+        raise InvalidInput(f"The content cannot be canonicalised (RFC 8785): {exc}", field="content") from None
+
+
+def content_digest(content: Any) -> str:
+    """Return `sha256:<base64url>` of the canonical form of `content`."""
+    return "sha256:" + b64url(hashlib.sha256(canonical(content)).digest())
+
+
+# ---------------------------------------------------------------- challenges
+
+
+@dataclass(frozen=True)
+class Challenge:
+    """A one-time challenge: random, short-lived, and authenticated by the server's own key."""
+
+    token: str
+    nonce: str
+    expires_at: datetime
+
+
+def issue_challenge(secret: bytes, *, now: datetime, seconds: int = CHALLENGE_SECONDS) -> Challenge:
+    """Return a new challenge; nothing is stored until it is used (then its nonce is, once)."""
+    nonce = os.urandom(16)
+    expires = int(now.timestamp()) + seconds
+    body = _CHALLENGE_LAYOUT.pack(1, nonce, expires)
+    mac = hmac.new(secret, body, hashlib.sha256).digest()[:_CHALLENGE_MAC_BYTES]
+    return Challenge(b64url(body + mac), b64url(nonce), datetime.fromtimestamp(expires, UTC))
+
+
+def open_challenge(secret: bytes, token: str, *, now: datetime) -> Challenge:
+    """Return the challenge `token` if the server issued it and it has not expired; raise otherwise."""
+    try:
+        raw = _b64url_decode(token)
+    except (ValueError, TypeError):
+        raw = b""
+    if len(raw) != _CHALLENGE_LAYOUT.size + _CHALLENGE_MAC_BYTES:
+        raise InvalidTransaction("The challenge is not one the fund issued. Ask for a new challenge.", field="challenge")
+    body, mac = raw[:_CHALLENGE_LAYOUT.size], raw[_CHALLENGE_LAYOUT.size:]
+    if not hmac.compare_digest(mac, hmac.new(secret, body, hashlib.sha256).digest()[:_CHALLENGE_MAC_BYTES]):
+        raise InvalidTransaction("The challenge is not one the fund issued. Ask for a new challenge.", field="challenge")
+    _, nonce, expires = _CHALLENGE_LAYOUT.unpack(body)
+    expires_at = datetime.fromtimestamp(expires, UTC)
+    if now >= expires_at:
+        raise InvalidTransaction(f"The challenge expired at {expires_at:%H:%M:%S} UTC; ask for a new one and sign again.",
+                                 field="challenge")
+    return Challenge(token, b64url(nonce), expires_at)
+
+
+# ---------------------------------------------------------------- the transaction
+
+
+@dataclass(frozen=True)
+class Transaction:
+    """What both cards sign."""
+
+    action: str
+    professional_card: str
+    facility: str
+    time: datetime
+    content_digest: str
+    patient_card: str | None = None
+    challenge: str | None = None  # absent only for care sheets queued offline, which carry a client key
+    client_key: str | None = None
+
+    def claims(self) -> dict[str, Any]:
+        """Return the transaction as the JSON object that is canonicalised and signed."""
+        out: dict[str, Any] = {
+            "v": VERSION, "action": self.action, "professional_card": self.professional_card,
+            "facility": self.facility, "time": self.time.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "content_digest": self.content_digest,
+        }
+        for name in ("patient_card", "challenge", "client_key"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
+        return out
+
+    @classmethod
+    def from_claims(cls, claims: Any) -> "Transaction":
+        """Read a signed transaction object, refusing anything that is not exactly our format."""
+        if not isinstance(claims, dict):
+            raise InvalidInput("The signed payload must be a JSON object.", field="transaction.payload")
+        if claims.get("v") != VERSION:
+            raise InvalidInput(f"Unknown transaction version {claims.get('v')!r}; expected {VERSION}.",
+                               field="transaction.payload.v")
+        allowed = {"v", "action", "professional_card", "facility", "time", "content_digest", "patient_card",
+                   "challenge", "client_key"}
+        if extra := sorted(set(claims) - allowed):
+            raise InvalidInput(f"Unknown transaction fields: {', '.join(extra)}.", field="transaction.payload")
+        for name in ("action", "professional_card", "facility", "time", "content_digest"):
+            if not isinstance(claims.get(name), str) or not claims[name]:
+                raise InvalidInput(f"The transaction needs '{name}' (a string).", field=f"transaction.payload.{name}")
+        for name in ("patient_card", "challenge", "client_key"):
+            if name in claims and not isinstance(claims[name], str):
+                raise InvalidInput(f"'{name}' must be a string.", field=f"transaction.payload.{name}")
+        if claims["action"] not in ACTIONS:
+            raise InvalidInput(f"Unknown action {claims['action']!r}; actions are {', '.join(ACTIONS)}.",
+                               field="transaction.payload.action")
+        try:
+            time = datetime.strptime(claims["time"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        except ValueError:
+            raise InvalidInput("'time' must be UTC in the form 2026-11-29T10:15:00Z.",
+                               field="transaction.payload.time") from None
+        return cls(action=claims["action"], professional_card=claims["professional_card"], facility=claims["facility"],
+                   time=time, content_digest=claims["content_digest"], patient_card=claims.get("patient_card"),
+                   challenge=claims.get("challenge"), client_key=claims.get("client_key"))
+
+    def payload(self) -> bytes:
+        return canonical(self.claims())
+
+
+# ---------------------------------------------------------------- signing (terminal side)
+
+
+class _CardKey(ECKey):
+    """A card's public key that signs by asking the card (its private key never leaves it)."""
+
+    card: CardToken
+
+
+class _CardES256(ESAlgorithm):
+    def sign(self, msg: bytes, key: _CardKey) -> bytes:
+        return key.card.sign(msg)
+
+
+class _CardRegistry(JWSRegistry):
+    algorithms = {"ES256": _CardES256("ES256", "P-256", 256, True)}
+
+
+_CARD_REGISTRY = _CardRegistry(algorithms=["ES256"])
+_VERIFY_REGISTRY = JWSRegistry(algorithms=["ES256"])
+
+
+def _card_key(card: CardToken) -> _CardKey:
+    public = card.certificate().public_key()
+    key = _CardKey.import_key(public.public_bytes(serialization.Encoding.PEM,
+                                                  serialization.PublicFormat.SubjectPublicKeyInfo))
+    key.card = card
+    return key
+
+
+def sign(transaction: Transaction, cards: Sequence[CardToken]) -> dict[str, Any]:
+    """Return the transaction signed by each of `cards`, as a JWS General JSON Serialization."""
+    keys = {card.serial: _card_key(card) for card in cards}
+    members = [{"protected": {"alg": "ES256", "kid": serial}} for serial in keys]
+    return jws.serialize_json(members, transaction.payload(), lambda member: keys[member.headers()["kid"]],
+                              registry=_CARD_REGISTRY)
+
+
+def envelope(transaction: Transaction, content: Any, cards: Sequence[CardToken]) -> dict[str, Any]:
+    """Return the request body of a signed action: the signed transaction and the content it covers."""
+    return {"transaction": sign(transaction, cards), "content": content}
+
+
+# ---------------------------------------------------------------- verification (server side)
+
+
+@dataclass(frozen=True)
+class Signed:
+    """A parsed, not yet verified, signed transaction."""
+
+    transaction: Transaction
+    signers: tuple[str, ...]  # card serials, in signature order
+    jws_json: dict[str, Any]
+
+
+def parse(jws_json: Any) -> Signed:
+    """Read the JWS without trusting it yet: who claims to have signed, and what."""
+    if not isinstance(jws_json, dict) or not isinstance(jws_json.get("payload"), str) \
+            or not isinstance(jws_json.get("signatures"), list) or not jws_json["signatures"]:
+        raise InvalidInput("'transaction' must be a JWS in the General JSON Serialization: "
+                           "{\"payload\": …, \"signatures\": [{\"protected\": …, \"signature\": …}, …]}.",
+                           field="transaction")
+    signers = []
+    for index, signature in enumerate(jws_json["signatures"]):
+        try:
+            header = json.loads(_b64url_decode(signature["protected"]))
+        except (KeyError, TypeError, ValueError, UnicodeDecodeError):
+            raise InvalidInput(f"Signature {index + 1} has no readable protected header.",
+                               field=f"transaction.signatures.{index}") from None
+        if not isinstance(header, dict) or header.get("alg") != "ES256" or not isinstance(header.get("kid"), str):
+            raise InvalidInput(f"Signature {index + 1} must be ES256 and name its card serial as 'kid'.",
+                               field=f"transaction.signatures.{index}")
+        signers.append(header["kid"])
+    if len(set(signers)) != len(signers):
+        raise InvalidInput("The same card signed twice.", field="transaction.signatures")
+    try:
+        payload = _b64url_decode(jws_json["payload"])
+        claims = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidInput("The signed payload is not JSON.", field="transaction.payload") from None
+    transaction = Transaction.from_claims(claims)
+    if payload != transaction.payload():
+        raise InvalidInput("The signed payload is not in RFC 8785 canonical form.", field="transaction.payload")
+    return Signed(transaction, tuple(signers), jws_json)
+
+
+@lru_cache(maxsize=65536)
+def _public_key(der: bytes) -> ECKey:
+    # A card's public key never changes; parsing it once per process keeps checks cheap.
+    return ECKey.import_key(serialization.load_der_public_key(der))
+
+
+def verify(signed: Signed, public_keys: dict[str, bytes]) -> None:
+    """Check every signature of `signed` against the card public keys (DER) given by serial; raise if one fails."""
+    keys = {serial: _public_key(der) for serial, der in public_keys.items()}
+    if set(signed.signers) != set(keys):
+        raise InvalidTransaction("The signatures do not match the cards the transaction names.",
+                                 field="transaction.signatures")
+    try:
+        jws.deserialize_json(signed.jws_json, lambda member: keys[member.headers()["kid"]], registry=_VERIFY_REGISTRY)
+    except (JoseError, ValueError, KeyError):
+        raise InvalidTransaction("A card signature does not verify: the transaction was altered after signing, or "
+                                 "a card other than the one named signed it.", field="transaction.signatures") from None

@@ -1,0 +1,129 @@
+"""HTTP for the point of care: challenges, rights checks, care sheets, e-prescriptions, dispensing, approvals.
+
+Every write is a transaction signed by the professional's card (and, for the patient's data, the
+patient's card): the cards are the credentials. See docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Request, Response, status
+
+from labes.care import dispensing, prescriptions, protocol, rights, sheets
+from labes.care.deps import card_signed, challenge_secret, content_as
+from labes.care.schemas import (
+    ApprovalRequestContent, CareSheetContent, ChallengeRead, DispenseContent, PrescriptionCancelContent,
+    PrescriptionContent, PrescriptionOpenContent, RightsCheckContent, StatusQueryContent,
+)
+from labes.claims import approvals
+from labes.security.deps import DbSession, permitted
+
+router = APIRouter(prefix="/api/v1/care", tags=["point of care"])
+CARD = {"x-permission": "card-signed"}
+
+
+@router.post("/challenges", response_model=ChallengeRead, status_code=status.HTTP_201_CREATED,
+             openapi_extra={"x-permission": "public"})
+def new_challenge(request: Request) -> dict[str, Any]:
+    """A one-time challenge for the next signed transaction (valid 2 minutes, usable once)."""
+    challenge = protocol.issue_challenge(challenge_secret(request), now=datetime.now(UTC))
+    return {"challenge": challenge.token, "expires_at": challenge.expires_at}
+
+
+@router.post("/rights-checks", openapi_extra=CARD)
+def rights_check(session: DbSession, verified: card_signed("rights-check")) -> dict[str, Any]:
+    """Check the rights of the patient whose card signed, with the price of the standard act here."""
+    content = content_as(RightsCheckContent, verified)
+    return rights.check(session, verified=verified, act=content.act)
+
+
+@router.post("/care-sheets", status_code=status.HTTP_201_CREATED, openapi_extra=CARD)
+def submit_care_sheet(response: Response, session: DbSession,
+                      verified: card_signed("care-sheet", freshness="challenge-or-client-key")) -> dict[str, Any]:
+    """Send a care sheet signed by both cards; it is adjudicated at once. The same client key answers 200 with the same sheet."""
+    content = content_as(CareSheetContent, verified)
+    known = sheets.find_by_client_key(session, content.client_key)
+    sheet = sheets.submit(session, verified=verified, content=content)
+    if known is not None:
+        response.status_code = status.HTTP_200_OK
+    return _sheet_answer(session, sheet)
+
+
+@router.post("/care-sheets/{number}/corrections", openapi_extra=CARD)
+def correct_care_sheet(number: str, session: DbSession,
+                       verified: card_signed("care-sheet-correction", freshness="challenge-or-client-key")) -> dict[str, Any]:
+    """Resubmit a rejected care sheet, corrected, under its own number."""
+    content = content_as(CareSheetContent, verified)
+    return _sheet_answer(session, sheets.correct(session, number=number, verified=verified, content=content))
+
+
+@router.post("/care-sheets/status", openapi_extra=CARD)
+def care_sheet_status(session: DbSession, verified: card_signed("care-sheet-status", patient="none")) -> dict[str, Any]:
+    """The statuses of this facility's care sheets (by number, or since a day), with the fund's payment deadlines."""
+    content = content_as(StatusQueryContent, verified)
+    found = sheets.status_for_provider(session, verified=verified, numbers=content.numbers, since=content.since)
+    today = verified.now.date()
+    return {"items": [{**sheets.answer(s), "late": sheets.late(s, today)} for s in found]}
+
+
+@router.get("/care-sheets/{number}")
+def read_care_sheet(number: str, session: DbSession, actor: permitted("claims:review")) -> dict[str, Any]:
+    """A care sheet with the fund's decision (fund agents)."""
+    return _sheet_answer(session, sheets.get_or_raise(session, number))
+
+
+def _sheet_answer(session, sheet) -> dict[str, Any]:
+    from labes.care.models import Visit
+    visit = session.get(Visit, sheet.visit_id) if sheet.visit_id else None
+    return sheets.answer(sheet, visit_number=visit.number if visit else None)
+
+
+@router.post("/prescriptions", status_code=status.HTTP_201_CREATED, openapi_extra=CARD)
+def prescribe(session: DbSession, verified: card_signed("prescribe")) -> dict[str, Any]:
+    """Issue an e-prescription signed by the prescriber's and the patient's cards; the answer carries the QR code once."""
+    content = content_as(PrescriptionContent, verified)
+    issued = prescriptions.prescribe(session, verified=verified, content=content)
+    return {**prescriptions.view(session, issued.prescription, today=verified.care_day),
+            "access_code": issued.access_code, "qr_payload": issued.qr_payload, "qr_svg": issued.qr_svg}
+
+
+@router.post("/prescriptions/open", openapi_extra=CARD)
+def open_prescription(session: DbSession, verified: card_signed("prescription-open", patient="optional")) -> dict[str, Any]:
+    """Open a prescription at this pharmacy with the patient's card or the QR's access code; it is held here."""
+    content = content_as(PrescriptionOpenContent, verified)
+    prescription = prescriptions.open_at_pharmacy(session, verified=verified, content=content)
+    return prescriptions.view(session, prescription, today=verified.care_day)
+
+
+@router.post("/prescriptions/cancel", openapi_extra=CARD)
+def cancel_prescription(session: DbSession, verified: card_signed("prescription-cancel", patient="none")) -> dict[str, Any]:
+    """Cancel a prescription (its prescriber only)."""
+    content = content_as(PrescriptionCancelContent, verified)
+    prescription = prescriptions.cancel(session, verified=verified, content=content)
+    return prescriptions.view(session, prescription, today=verified.care_day)
+
+
+@router.post("/dispensations", status_code=status.HTTP_201_CREATED, openapi_extra=CARD)
+def dispense(response: Response, session: DbSession,
+             verified: card_signed("dispense", patient="optional")) -> dict[str, Any]:
+    """Dispense against a prescription and send the care sheet; the same client key answers 200 with the same result."""
+    content = content_as(DispenseContent, verified)
+    known = sheets.find_by_client_key(session, content.client_key)
+    result = dispensing.dispense(session, verified=verified, content=content)
+    if known is not None:
+        response.status_code = status.HTTP_200_OK
+    return {"dispensation": result.dispensation.number if result.dispensation else None,
+            "lines": result.dispensation.lines if result.dispensation else [],
+            "prescription_state": result.prescription_state, "care_sheet": sheets.answer(result.sheet)}
+
+
+@router.post("/approvals", status_code=status.HTTP_201_CREATED, openapi_extra=CARD)
+def request_approval(session: DbSession, verified: card_signed("approval-request")) -> dict[str, Any]:
+    """Ask the fund for prior approval of a listed act or drug for the patient whose card signed."""
+    content = content_as(ApprovalRequestContent, verified)
+    approval = approvals.request(session, verified=verified, code=content.code, quantity=content.quantity,
+                                 justification=content.justification, diagnoses=content.diagnoses)
+    return {"number": approval.number, "state": approval.state, "code": approval.code,
+            "requested_at": approval.requested_at}

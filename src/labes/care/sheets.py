@@ -1,0 +1,310 @@
+"""Care sheets (bulletins de soins): received, adjudicated at once by the fund's rules, stored with the decision.
+
+Submission is idempotent on the terminal's client key: the same key returns the same sheet and answer,
+never a second sheet. The technical acknowledgement (number, time received, digest) and the business
+answer (accepted or rejected, amounts, coded reasons, which rule said so) come back together; the sheet's
+status can be read again later. A rejected sheet is corrected under its own number.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from labes.care.models import CareSheet, CareSheetRevision, FamilyUsage, Visit
+from labes.care.patients import PatientFile, patient_file
+from labes.care.schemas import CareSheetContent
+from labes.care.transactions import Verified, _insert_ignore, next_number
+from labes.claims import adjudication as adj
+from labes.claims.models import PriorApproval
+from labes.claims.ruleset import ruleset
+from labes.errors import Conflict, InvalidInput, NotFound, NotPermitted, RuleViolation
+from labes.registry.models import Facility, Professional
+from labes.security import audit
+
+REFERRAL_DAYS = 90  # a family doctor's referral to a specialist is good for this long (default)
+PUBLIC_KINDS = ("primary_health_centre", "district_hospital", "regional_hospital", "university_hospital", "cnss_polyclinic")
+_CATEGORY_BY_PROFESSION = {"pharmacist": "pharmacy", "biologist": "laboratory", "radiologist": "imaging",
+                           "physiotherapist": "physiotherapist", "dentist": "dentist"}
+_FACILITY_PAYEES = ("pharmacy", "laboratory", "imaging", "clinic", "hospital")
+
+
+@dataclass(frozen=True)
+class Line:
+    """A billed line, as the adjudication sees it."""
+
+    code: str
+    kind: str  # act, drug
+    quantity: int
+    unit_price_millimes: int
+
+
+def provider_context(professional: Professional, facility: Facility, *, sheet_kind: str, on: date) -> adj.ProviderContext:
+    """Describe who bills: the category that sets the payment deadline and third-party rules, the sector, the contract."""
+    category = _CATEGORY_BY_PROFESSION.get(professional.kind)
+    if category is None:  # a doctor
+        category = "hospital" if facility.sector == "public" and sheet_kind == "hospital" else \
+            "clinic" if sheet_kind == "hospital" else "doctor"
+    public = facility.sector == "public" or facility.kind in PUBLIC_KINDS
+    if public:
+        contract_active = True  # public facilities work for the fund by law, not by contract
+    else:
+        holder = professional if category in ("doctor", "dentist", "physiotherapist") else facility
+        contract_active = holder.contract_status == "active" and (holder.contract_start is None or holder.contract_start <= on) \
+            and (holder.contract_end is None or on <= holder.contract_end)
+    return adj.ProviderContext(
+        category=category, professional_kind=professional.kind, specialty=professional.specialty,
+        professional_id=str(professional.id), facility_sector="public" if public else "private",
+        facility_kind=facility.kind, contract_active=contract_active,
+        tax_regime=professional.tax_regime or "actual",
+    )
+
+
+def patient_context(patient: PatientFile, *, care_date: date) -> adj.PatientContext:
+    return adj.PatientContext(
+        scheme=patient.scheme, regime=patient.member.regime if patient.member else None,
+        covered=patient.covered or patient.amen_covered, family_size=max(patient.family_size, 1),
+        dependent_parents=patient.dependent_parents, pregnancy=False,
+        chronic_diseases=frozenset(c.code for c in patient.chronic),
+        amen_level=patient.amen.level if patient.amen is not None and patient.amen_covered else None,
+        family_doctor_id=str(patient.family_doctor.id) if patient.family_doctor else None,
+    )
+
+
+def _has_referral(session: Session, patient: PatientFile, *, care_date: date) -> bool:
+    if patient.family_doctor is None:
+        return False
+    return session.scalar(select(Visit.id).where(
+        Visit.patient_person_id == patient.person.id, Visit.professional_id == patient.family_doctor.id,
+        Visit.referral_to.is_not(None), Visit.care_date <= care_date,
+        Visit.care_date >= care_date - timedelta(days=REFERRAL_DAYS)).limit(1)) is not None
+
+
+def _approvals(session: Session, patient: PatientFile) -> tuple[adj.Approval, ...]:
+    rows = session.scalars(select(PriorApproval).where(PriorApproval.patient_person_id == patient.person.id,
+                                                       PriorApproval.state == "approved"))
+    return tuple(adj.Approval(number=a.number, code=a.code, valid_from=a.valid_from, valid_to=a.valid_to) for a in rows)
+
+
+def _usage_row(session: Session, member_id, year: int) -> FamilyUsage:
+    # Lock the family's row: two sheets adjudicated at once must not both spend the same remainder.
+    session.execute(_insert_ignore(session)(FamilyUsage).values(
+        member_id=member_id, year=year, ceiling_used_millimes=0, copay_used_millimes=0, care_sheets=0)
+        .on_conflict_do_nothing())
+    return session.scalar(select(FamilyUsage).where(FamilyUsage.member_id == member_id, FamilyUsage.year == year)
+                          .with_for_update().execution_options(populate_existing=True))
+
+
+def priced_lines(lines, *, on: date, kind: str) -> list[Line]:
+    """Resolve each billed line against the nomenclature or the medicines list (the tariff or price by default)."""
+    rules = ruleset(on)
+    out = []
+    for index, line in enumerate(lines):
+        if kind == "pharmacy":
+            drug = rules.drugs.get(line.code)
+            if drug is None:
+                raise InvalidInput(f"Line {index + 1}: {line.code} is not on the national medicines list.",
+                                   field=f"content.lines.{index}.code")
+            out.append(Line(line.code, "drug", line.quantity, line.unit_price_millimes
+                            if line.unit_price_millimes is not None else drug.public_price_millimes))
+        else:
+            act = rules.acts.get(line.code)
+            price = line.unit_price_millimes if line.unit_price_millimes is not None else (act.tariff_millimes if act else 0)
+            out.append(Line(line.code, "act", line.quantity, price))
+    return out
+
+
+def find_by_client_key(session: Session, client_key: str) -> CareSheet | None:
+    sheet = session.scalar(select(CareSheet).where(CareSheet.client_key == client_key))
+    if sheet is None:
+        sheet_id = session.scalar(select(CareSheetRevision.care_sheet_id).where(CareSheetRevision.client_key == client_key))
+        sheet = session.get(CareSheet, sheet_id) if sheet_id else None
+    return sheet
+
+
+def _replayed(sheet: CareSheet, verified: Verified) -> CareSheet:
+    if sheet.professional_id != verified.professional.id:
+        raise Conflict("This client key belongs to another provider's care sheet; use a new key.", field="content.client_key")
+    if sheet.client_key == verified.content.get("client_key") and sheet.content_digest != verified.transaction.content_digest:
+        raise Conflict(f"The client key was already used for care sheet {sheet.number} with other content; "
+                       "a new care sheet needs a new key.", field="content.client_key")
+    return sheet
+
+
+def adjudicate(session: Session, *, sheet: CareSheet, verified: Verified, lines: list[Line], diagnoses: list[str],
+               approval: str | None, patient: PatientFile) -> None:
+    """Apply the fund's rules to `sheet` and write the decision, the amounts and the family's usage."""
+    rules = ruleset(sheet.care_date)
+    provider = provider_context(verified.professional, verified.facility, sheet_kind=sheet.kind, on=sheet.care_date)
+    claim = adj.Claim(
+        number=sheet.number, care_date=sheet.care_date, last_care_date=sheet.last_care_date,
+        submitted_on=verified.now.date(), kind=sheet.kind,
+        lines=tuple(adj.ClaimLine(code=l.code, kind=l.kind, quantity=l.quantity, unit_price_millimes=l.unit_price_millimes)
+                    for l in lines),
+        diagnoses=tuple(diagnoses), referral=_has_referral(session, patient, care_date=sheet.care_date),
+        approvals=_approvals(session, patient), cited_approval=approval,
+    )
+    usage_row = _usage_row(session, patient.member.id, sheet.care_date.year) if patient.member is not None else None
+    usage = adj.Usage(ceiling_used_millimes=usage_row.ceiling_used_millimes if usage_row else 0,
+                      copay_used_millimes=usage_row.copay_used_millimes if usage_row else 0)
+    decision = adj.adjudicate(claim, patient_context(patient, care_date=sheet.care_date), provider, usage, rules)
+    sheet.status = decision.status
+    sheet.reasons = list(decision.reasons)
+    sheet.decision = decision.to_dict()
+    sheet.decided_at = verified.now
+    sheet.billed_millimes = decision.billed_millimes
+    sheet.fund_millimes = decision.fund_millimes
+    sheet.patient_millimes = decision.patient_millimes
+    sheet.ceiling_charged_millimes = decision.ceiling_charged_millimes
+    sheet.copay_charged_millimes = decision.copay_charged_millimes
+    sheet.payee = decision.payee if decision.status == "accepted" else None
+    sheet.payee_kind, sheet.payee_id = _payee(decision.payee, provider, verified, patient) \
+        if decision.status == "accepted" else (None, None)
+    sheet.payment_due_on = verified.now.date() + timedelta(days=decision.payment_due_days) \
+        if decision.status == "accepted" and decision.fund_millimes > 0 else None
+    if usage_row is not None and decision.status == "accepted":
+        usage_row.ceiling_used_millimes += decision.ceiling_charged_millimes
+        usage_row.copay_used_millimes += decision.copay_charged_millimes
+        usage_row.care_sheets += 1
+
+
+def _payee(payee: str, provider: adj.ProviderContext, verified: Verified, patient: PatientFile):
+    if payee == "insured":
+        # Reimbursements go to the insured member of the family (or to the Amen beneficiary).
+        return "person", patient.member.person_id if patient.member else patient.person.id
+    if payee == "facility" or provider.category in _FACILITY_PAYEES or provider.facility_sector == "public":
+        return "facility", verified.facility.id
+    return "professional", verified.professional.id
+
+
+def submit(session: Session, *, verified: Verified, content: CareSheetContent, visit_diagnoses_referral: bool = True) -> CareSheet:
+    """Receive a care sheet signed by both cards, adjudicate it, and return it (the same one again for a known key)."""
+    if (existing := find_by_client_key(session, content.client_key)) is not None:
+        return _replayed(existing, verified)
+    if verified.patient is None:
+        raise NotPermitted("A care sheet is signed by the patient's card too.", field="transaction.payload.patient_card")
+    if verified.transaction.client_key not in (None, content.client_key):
+        raise InvalidInput("The signed client key and the content's differ.", field="content.client_key")
+    last = content.last_care_date or content.care_date
+    if verified.transaction.time.date() < content.care_date:
+        raise InvalidInput("The care sheet was signed before the date of care it declares.", field="content.care_date")
+    number = next_number(session, series="CS", year=content.care_date.year)
+    lines = priced_lines(content.lines, on=content.care_date, kind=content.kind)
+    patient = patient_file(session, person=verified.patient, on=content.care_date)
+    visit = None
+    if content.kind in ("consultation", "dental", "physio"):
+        visit = Visit(number=number.replace("CS-", "VS-", 1), patient_person_id=verified.patient.id,
+                      professional_id=verified.professional.id, facility_id=verified.facility.id,
+                      care_date=content.care_date, diagnoses=content.diagnoses,
+                      acts=[{"code": l.code, "quantity": l.quantity} for l in content.lines],
+                      referral_to=content.referral_to, created_at=verified.now)
+        session.add(visit)
+    sheet = _new_sheet(verified, number=number, client_key=content.client_key, kind=content.kind,
+                       care_date=content.care_date, last_care_date=last, patient=patient)
+    session.add(sheet)
+    session.flush()
+    if visit is not None:
+        sheet.visit_id = visit.id
+    adjudicate(session, sheet=sheet, verified=verified, lines=lines, diagnoses=content.diagnoses,
+               approval=content.approval, patient=patient)
+    session.flush()
+    _audit(session, verified, sheet, "care:care-sheet:submit")
+    return sheet
+
+
+def _new_sheet(verified: Verified, *, number: str, client_key: str, kind: str, care_date: date, last_care_date: date,
+               patient: PatientFile) -> CareSheet:
+    return CareSheet(
+        number=number, client_key=client_key, kind=kind, version=1, status="received",
+        patient_person_id=patient.person.id, member_id=patient.family_id,
+        amen_household_id=patient.amen.id if patient.amen is not None else None,
+        professional_id=verified.professional.id, facility_id=verified.facility.id,
+        care_date=care_date, last_care_date=last_care_date, signed_at=verified.transaction.time,
+        received_at=verified.now, content=verified.content, content_digest=verified.transaction.content_digest,
+        signed_transaction=verified.signed, reasons=[],
+    )
+
+
+def _audit(session: Session, verified: Verified, sheet: CareSheet, action: str) -> None:
+    audit.record(session, actor=verified.actor, action=action, entity_type="care_sheet", entity_id=sheet.number,
+                 after={"version": sheet.version, "status": sheet.status, "reasons": sheet.reasons,
+                        "billed": sheet.billed_millimes, "fund": sheet.fund_millimes, "patient": sheet.patient_millimes,
+                        "payee": sheet.payee, "content_digest": sheet.content_digest})
+
+
+def get_or_raise(session: Session, number: str) -> CareSheet:
+    sheet = session.scalar(select(CareSheet).where(CareSheet.number == number.strip().upper()))
+    if sheet is None:
+        raise NotFound(f"No care sheet {number}.", field="number")
+    return sheet
+
+
+def correct(session: Session, *, number: str, verified: Verified, content: CareSheetContent) -> CareSheet:
+    """Resubmit a rejected care sheet under its own number; the rejected version is kept."""
+    if (existing := find_by_client_key(session, content.client_key)) is not None:
+        return _replayed(existing, verified)
+    sheet = session.scalar(select(CareSheet).where(CareSheet.number == number.strip().upper()).with_for_update())
+    if sheet is None:
+        raise NotFound(f"No care sheet {number}.", field="number")
+    if sheet.professional_id != verified.professional.id:
+        raise NotPermitted("Only the provider who sent a care sheet can correct it.", field="number")
+    if sheet.status != "rejected":
+        raise RuleViolation(f"Care sheet {sheet.number} is {sheet.status}; only a rejected sheet can be corrected.",
+                            field="number")
+    if verified.patient is None or verified.patient.id != sheet.patient_person_id:
+        raise NotPermitted("The correction must be signed by the same patient's card.", field="transaction.payload.patient_card")
+    if content.kind != sheet.kind:
+        raise InvalidInput(f"A correction keeps the sheet's kind ({sheet.kind}).", field="content.kind")
+    session.add(CareSheetRevision(care_sheet_id=sheet.id, version=sheet.version, client_key=sheet.client_key,
+                                  received_at=sheet.received_at, content=sheet.content,
+                                  signed_transaction=sheet.signed_transaction, status=sheet.status,
+                                  reasons=sheet.reasons, decision=sheet.decision))
+    session.flush()
+    last = content.last_care_date or content.care_date
+    lines = priced_lines(content.lines, on=content.care_date, kind=content.kind)
+    patient = patient_file(session, person=verified.patient, on=content.care_date)
+    sheet.version += 1
+    sheet.client_key, sheet.care_date, sheet.last_care_date = content.client_key, content.care_date, last
+    sheet.content, sheet.content_digest = verified.content, verified.transaction.content_digest
+    sheet.signed_transaction, sheet.signed_at, sheet.received_at = verified.signed, verified.transaction.time, verified.now
+    sheet.status = "received"
+    adjudicate(session, sheet=sheet, verified=verified, lines=lines, diagnoses=content.diagnoses,
+               approval=content.approval, patient=patient)
+    session.flush()
+    _audit(session, verified, sheet, "care:care-sheet:correct")
+    return sheet
+
+
+def answer(sheet: CareSheet, *, visit_number: str | None = None) -> dict[str, Any]:
+    """Return the acknowledgement and the business answer for `sheet`."""
+    return {
+        "acknowledgement": {"number": sheet.number, "version": sheet.version, "client_key": sheet.client_key,
+                            "received_at": sheet.received_at, "content_digest": sheet.content_digest},
+        "number": sheet.number, "kind": sheet.kind, "status": sheet.status, "version": sheet.version,
+        "care_date": sheet.care_date, "billed_millimes": sheet.billed_millimes, "fund_millimes": sheet.fund_millimes,
+        "patient_millimes": sheet.patient_millimes, "payee": sheet.payee, "payment_due_on": sheet.payment_due_on,
+        "paid_on": sheet.paid_on, "reasons": sheet.reasons, "decision": sheet.decision,
+        "visit": visit_number,
+    }
+
+
+def late(sheet: CareSheet, today: date) -> bool:
+    """Say whether the fund is (or was) late paying `sheet`."""
+    if sheet.payment_due_on is None:
+        return False
+    return (sheet.paid_on or today) > sheet.payment_due_on
+
+
+def status_for_provider(session: Session, *, verified: Verified, numbers: list[str], since: date | None) -> list[CareSheet]:
+    """Return the care sheets this facility sent, by number or since a day (the provider sees only its own)."""
+    query = select(CareSheet).where(CareSheet.facility_id == verified.facility.id)
+    if numbers:
+        query = query.where(CareSheet.number.in_([n.strip().upper() for n in numbers]))
+    else:
+        since = since or verified.now.date() - timedelta(days=30)
+        query = query.where(CareSheet.received_at >= datetime.combine(since, datetime.min.time(), verified.now.tzinfo))
+    return list(session.scalars(query.order_by(CareSheet.received_at.desc()).limit(500)))

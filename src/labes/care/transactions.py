@@ -1,0 +1,207 @@
+"""The gate every point-of-care action passes: challenge, signatures, card states, the right to act here.
+
+`accept()` turns a request body (signed transaction + content) into a `Verified` context or raises an
+error that says what was wrong. Nothing is written unless every check passes, and then only the
+challenge's nonce (so the same signed transaction can never be played twice) and a card's first use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from sqlalchemy import delete, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from labes.cards import lifecycle
+from labes.cards import service as cards
+from labes.cards.crypto import load_authority
+from labes.cards.models import Card
+from labes.care import protocol
+from labes.care.models import NumberCounter, UsedChallenge
+from labes.care.protocol import InvalidTransaction, Signed, Transaction
+from labes.errors import InvalidInput, NotFound
+from labes.registry.models import Facility, Person, Practice, Professional
+from labes.security.audit import Actor
+
+# Which professions may sign which action; dispensing is a pharmacist's act, prescribing a doctor's.
+PRESCRIBERS = ("general_practitioner", "specialist", "dentist")
+ACTORS_BY_ACTION: dict[str, tuple[str, ...]] = {
+    "rights-check": ("general_practitioner", "specialist", "dentist", "pharmacist", "biologist", "radiologist",
+                     "physiotherapist"),
+    "visit": PRESCRIBERS,
+    "prescribe": PRESCRIBERS,
+    "prescription-cancel": PRESCRIBERS,
+    "prescription-open": ("pharmacist", "biologist", "radiologist"),
+    "dispense": ("pharmacist", "biologist", "radiologist"),
+    "care-sheet": ("general_practitioner", "specialist", "dentist", "pharmacist", "biologist", "radiologist",
+                   "physiotherapist"),
+    "care-sheet-correction": ("general_practitioner", "specialist", "dentist", "pharmacist", "biologist",
+                              "radiologist", "physiotherapist"),
+    "care-sheet-status": ("general_practitioner", "specialist", "dentist", "pharmacist", "biologist", "radiologist",
+                          "physiotherapist"),
+    "approval-request": PRESCRIBERS,
+}
+_LAST_USED_EVERY = timedelta(hours=1)  # a card's last use is kept to the hour: one write per hour, not per signature
+
+
+@lru_cache
+def challenge_secret(keys_dir: Path) -> bytes:
+    """Derive the challenges' MAC key from the fund's seal key, so every app process shares it without a new secret."""
+    seal = load_authority(keys_dir, "seal")
+    private = seal.key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                     serialization.NoEncryption())
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"labes point-of-care challenge v1").derive(private)
+
+
+@dataclass
+class Verified:
+    """A transaction whose signatures, challenge, cards and practice all check out."""
+
+    transaction: Transaction
+    signed: dict[str, Any]  # the JWS as received, kept as proof
+    content: Any
+    professional: Professional
+    professional_card: Card
+    facility: Facility
+    patient_card: Card | None
+    patient: Person | None
+    now: datetime
+
+    @property
+    def actor(self) -> Actor:
+        return Actor("professional", f"{self.professional.licence}@{self.facility.code}")
+
+    @property
+    def care_day(self) -> date:
+        return self.transaction.time.date()
+
+
+def _insert_ignore(session: Session):
+    return (pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert)
+
+
+def _use_challenge(session: Session, *, secret: bytes, token: str, now: datetime) -> None:
+    challenge = protocol.open_challenge(secret, token, now=now)
+    inserted = session.execute(
+        _insert_ignore(session)(UsedChallenge).values(nonce=challenge.nonce, expires_at=challenge.expires_at)
+        .on_conflict_do_nothing().returning(UsedChallenge.nonce)
+    ).first()
+    if inserted is None:
+        raise InvalidTransaction("This challenge has already been used: a signed transaction is accepted once. "
+                                 "Ask for a new challenge and sign again.", field="challenge")
+
+
+def purge_used_challenges(session: Session, *, now: datetime) -> int:
+    """Forget used challenges that have expired (they can no longer be replayed anyway); return how many."""
+    return session.execute(delete(UsedChallenge).where(UsedChallenge.expires_at < now)).rowcount
+
+
+def accept(session: Session, *, body: dict[str, Any], action: str, secret: bytes, now: datetime | None = None,
+           patient: Literal["required", "optional", "none"] = "required",
+           freshness: Literal["challenge", "challenge-or-client-key"] = "challenge") -> Verified:
+    """Check a signed request for `action` and return who did what where; raise at the first failed check."""
+    now = now or datetime.now(UTC)
+    if not isinstance(body, dict) or "transaction" not in body or "content" not in body:
+        raise InvalidInput("The body must be {\"transaction\": <JWS General JSON>, \"content\": {…}}.", field="body")
+    signed: Signed = protocol.parse(body["transaction"])
+    tx = signed.transaction
+    if tx.action != action:
+        raise InvalidTransaction(f"This transaction was signed for '{tx.action}', not for '{action}'.",
+                                 field="transaction.payload.action")
+    if protocol.content_digest(body["content"]) != tx.content_digest:
+        raise InvalidTransaction("The content is not what the cards signed (its digest differs): it was altered "
+                                 "after signing.", field="content")
+    if patient == "required" and tx.patient_card is None:
+        raise InvalidTransaction("The patient's card must sign this transaction.", field="transaction.payload.patient_card")
+    if patient == "none" and tx.patient_card is not None:
+        raise InvalidInput("This action is signed by the professional's card alone.", field="transaction.payload.patient_card")
+    expected = {tx.professional_card} | ({tx.patient_card} if tx.patient_card else set())
+    if set(signed.signers) != expected:
+        raise InvalidTransaction("Each card named in the transaction must sign it, and no other card.",
+                                 field="transaction.signatures")
+    if tx.challenge is None and (freshness == "challenge" or tx.client_key is None):
+        raise InvalidInput("This transaction needs a challenge from POST /api/v1/care/challenges.",
+                           field="transaction.payload.challenge")
+    if tx.challenge is not None and abs(tx.time - now) > protocol.CLOCK_SKEW:
+        raise InvalidTransaction(f"The terminal's clock says {tx.time:%Y-%m-%d %H:%M:%S} UTC; the fund's says "
+                                 f"{now:%Y-%m-%d %H:%M:%S}. Set the terminal's clock.", field="transaction.payload.time")
+    if tx.time - now > protocol.CLOCK_SKEW:
+        raise InvalidTransaction("The transaction is dated in the future.", field="transaction.payload.time")
+
+    found = {card.serial: card for card in session.scalars(select(Card).where(Card.serial.in_(expected)))}
+    professional_card = _card(found, tx.professional_card, "professional")
+    patient_card = _card(found, tx.patient_card, "patient") if tx.patient_card else None
+    for card in filter(None, (professional_card, patient_card)):
+        if card.state not in lifecycle.CAN_AUTHENTICATE:
+            raise cards.CardRefused(f"Card {card.serial}: {cards.refusal(session, card)}", field="transaction.signatures")
+    protocol.verify(signed, {card.serial: card.public_key for card in filter(None, (professional_card, patient_card))})
+    if tx.challenge is not None:
+        _use_challenge(session, secret=secret, token=tx.challenge, now=now)
+
+    professional = session.get(Professional, professional_card.holder_professional_id)
+    facility = session.scalar(select(Facility).where(Facility.code == tx.facility))
+    if facility is None:
+        raise NotFound(f"No facility with the code {tx.facility}.", field="transaction.payload.facility")
+    practises = session.scalar(select(Practice.id).where(Practice.professional_id == professional.id,
+                                                         Practice.facility_id == facility.id))
+    if practises is None:
+        raise InvalidTransaction(f"{professional.name_lat} is not registered to practise at {facility.name_lat} "
+                                 f"({facility.code}).", field="transaction.payload.facility")
+    if professional.kind not in ACTORS_BY_ACTION[action]:
+        raise InvalidTransaction(f"A {professional.kind.replace('_', ' ')}'s card cannot sign '{action}'.",
+                                 field="transaction.payload.professional_card")
+    person = session.get(Person, patient_card.holder_person_id) if patient_card else None
+    verified = Verified(tx, signed.jws_json, body["content"], professional, professional_card, facility,
+                        patient_card, person, now)
+    for card in filter(None, (professional_card, patient_card)):
+        _mark_used(session, verified.actor, card, now)
+    return verified
+
+
+def _card(found: dict[str, Card], serial: str, role: str) -> Card:
+    card = found.get(serial)
+    if card is None:
+        raise InvalidTransaction(f"The fund has no card {serial}.", field="transaction.signatures")
+    if role == "professional" and card.card_type != "professional":
+        raise InvalidTransaction(f"Card {serial} is a patient's card; the professional must sign with their own card.",
+                                 field="transaction.payload.professional_card")
+    if role == "patient" and card.card_type == "professional":
+        raise InvalidTransaction(f"Card {serial} is a professional's card, not a patient's.",
+                                 field="transaction.payload.patient_card")
+    return card
+
+
+def _mark_used(session: Session, actor: Actor, card: Card, now: datetime) -> None:
+    if card.state == "delivered":
+        cards.move(session, actor=actor, card=card, event="first_use", now=now)
+    last = card.last_used_at
+    if last is not None and last.tzinfo is None:
+        last = last.replace(tzinfo=UTC)
+    if last is None or now - last >= _LAST_USED_EVERY:
+        session.execute(update(Card).where(Card.id == card.id).values(last_used_at=now)
+                        .execution_options(synchronize_session=False))
+
+
+def next_number(session: Session, *, series: str, year: int) -> str:
+    """Return the next human-readable number of `series` for `year`, e.g. `CS-2026-00000042`."""
+    key = f"{series}-{year}"
+    if session.get(NumberCounter, key) is None:
+        session.execute(_insert_ignore(session)(NumberCounter).values(series=key, next_number=1).on_conflict_do_nothing())
+    value = session.execute(update(NumberCounter).where(NumberCounter.series == key)
+                            .values(next_number=NumberCounter.next_number + 1)
+                            .returning(NumberCounter.next_number)).scalar_one() - 1
+    return f"{key}-{value:08d}"
+
+
+def digest_of_code(code: str) -> str:
+    """Return the stored form of a one-time access code (SHA-256 hex)."""
+    return hashlib.sha256(code.encode()).hexdigest()

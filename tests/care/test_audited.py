@@ -1,0 +1,83 @@
+"""Every write at the point of care leaves a tagged audit event by the professional who signed it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date
+
+import pytest
+from sqlalchemy import select
+
+from labes.security.models import AuditEvent
+from tests import factories
+
+TODAY = date.today().isoformat()
+
+
+def _consultation(world, **extra):
+    return world.doctor_at_clinic.send_care_sheet(
+        world.cards["patient"], {"kind": "consultation", "care_date": TODAY, "diagnoses": ["J06.9"],
+                                 "lines": [{"code": "CMF"}], **extra})
+
+
+def _prescription(world):
+    return world.doctor_at_clinic.prescribe(world.cards["patient"], {"lines": [{"code": "500118", "quantity": 2}]})
+
+
+def _correction(world):
+    # A sheet billing an act the nomenclature does not know is rejected; its correction bills the right one.
+    sheet = world.doctor_at_clinic.send_care_sheet(
+        world.cards["patient"], {"kind": "consultation", "care_date": TODAY, "lines": [{"code": "CX9"}]})
+    assert sheet["status"] == "rejected", sheet
+    return world.doctor_at_clinic.correct_care_sheet(sheet["number"], world.cards["patient"],
+                                                     {"kind": "consultation", "care_date": TODAY, "lines": [{"code": "CMF"}]})
+
+
+def _decision(world):
+    request = world.terminal("doctor", world.clinic).request_approval(
+        world.cards["patient"], code="IRM", justification="Suspected disc herniation, L4-L5.")
+    token = factories.agent_token(world.session, "reviewer")
+    response = world.client.post(f"/api/v1/claims/approvals/{request['number']}/decision",
+                                 json={"approve": True}, headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+# route → (how to do it, the tag expected, who signs: the card's name in the world).
+SIGNED_WRITES: dict[str, tuple[Callable, str, str]] = {
+    "POST /api/v1/care/rights-checks": (lambda w: w.doctor_at_clinic.rights_check(w.cards["patient"]),
+                                        "care:rights:check", "doctor"),
+    "POST /api/v1/care/care-sheets": (_consultation, "care:care-sheet:submit", "doctor"),
+    "POST /api/v1/care/care-sheets/{number}/corrections": (_correction, "care:care-sheet:correct", "doctor"),
+    "POST /api/v1/care/prescriptions": (_prescription, "care:prescription:issue", "doctor"),
+    "POST /api/v1/care/prescriptions/open": (
+        lambda w: w.pharmacy_terminal.open_prescription(_prescription(w)["number"], patient_card=w.cards["patient"]),
+        "care:prescription:open", "pharmacist"),
+    "POST /api/v1/care/prescriptions/cancel": (
+        lambda w: w.doctor_at_clinic.cancel_prescription(_prescription(w)["number"], "Wrong strength"),
+        "care:prescription:cancel", "doctor"),
+    "POST /api/v1/care/dispensations": (
+        lambda w: w.pharmacy_terminal.dispense(_prescription(w)["number"], [{"line_no": 1, "quantity": 1}],
+                                               patient_card=w.cards["patient"]),
+        "care:prescription:dispense", "pharmacist"),
+    "POST /api/v1/care/approvals": (
+        lambda w: w.doctor_at_clinic.request_approval(w.cards["patient"], code="IRM",
+                                                      justification="Suspected disc herniation, L4-L5."),
+        "claims:approval:request", "doctor"),
+    "POST /api/v1/claims/approvals/{number}/decision": (_decision, "claims:approval:approve", "reviewer"),
+}
+
+
+@pytest.mark.parametrize("route", sorted(SIGNED_WRITES))
+def test_signed_write_leaves_a_tagged_event_by_its_signer(world, session, route):
+    call, action, who = SIGNED_WRITES[route]
+
+    call(world)
+
+    actors = {e.actor for e in session.scalars(select(AuditEvent).where(AuditEvent.action == action))}
+    if who == "reviewer":
+        assert any(actor.startswith("agent:") for actor in actors), actors
+    else:
+        professional = {"doctor": world.doctor, "pharmacist": world.pharmacist}[who]
+        facility = world.clinic if who == "doctor" else world.pharmacy
+        assert f"professional:{professional.licence}@{facility.code}" in actors, actors
