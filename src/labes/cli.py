@@ -333,6 +333,10 @@ def demo(members: Annotated[int, typer.Option(help="Synthetic members to add")] 
     ensure_keys(keys_dir)
     with session_scope() as session:
         load_demo_cards(session, actor=actor, keys_dir=keys_dir)
+    from labes.care.demo import instructions, load_point_of_care
+
+    with session_scope() as session:
+        point_of_care = load_point_of_care(session, actor=actor, keys_dir=keys_dir, out=Path("var/cards"))
     from labes.cards.sms import dispatch_outbox, sender_from_settings
 
     dispatch_outbox(get_sessionmaker(), sender_from_settings())  # the "card ready" notices
@@ -347,6 +351,11 @@ def demo(members: Annotated[int, typer.Option(help="Synthetic members to add")] 
         examples_of_cards = card_examples(session)
     for label, cin in examples_of_cards:
         typer.echo(f"  {label:48} labes sms receive --from +21698000000 '*1017*{cin}#'")
+    if point_of_care is not None:
+        typer.echo(f"Point of care (virtual cards in {point_of_care.doctor_card.parent}/, PIN {point_of_care.pin}; "
+                   "with `labes serve` running):")
+        for line in instructions(point_of_care):
+            typer.echo(f"  {line}")
 
 
 if __name__ == "__main__":

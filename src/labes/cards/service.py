@@ -132,7 +132,8 @@ def resolve_holder(session: Session, *, card_type: str, cin: str | None = None, 
                   person.delegation)
 
 
-def _live_card(session: Session, holder: Holder) -> Card | None:
+def live_card(session: Session, holder: Holder) -> Card | None:
+    """Return the holder's card of that type that is not blocked, if any."""
     column = Card.holder_professional_id if holder.card_type == "professional" else Card.holder_person_id
     holder_id = holder.professional_id if holder.card_type == "professional" else holder.person_id
     return session.scalar(select(Card).where(column == holder_id, Card.card_type == holder.card_type,
@@ -165,7 +166,7 @@ def issue_card(session: Session, *, actor: Actor, authority: Authority, holder: 
     """
     now = now or _now()
     _check_pin(holder, pin)
-    existing = _live_card(session, holder)
+    existing = live_card(session, holder)
     if existing is not None and replaces is None:
         raise Conflict(f"{holder.name} already has a live {holder.card_type} card ({existing.serial}, "
                        f"{lifecycle.STATE_LABELS[existing.state]}); block it and issue a replacement instead.",

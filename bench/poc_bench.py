@@ -1,0 +1,268 @@
+"""Point-of-care throughput: card-signed rights checks and adjudicated care sheets against a real server.
+
+    python bench/poc_bench.py --members 1000000 --db postgresql --seconds 20
+
+Not timed: a synthetic population is loaded (or reused with --reuse), a sample of patients and family
+doctors get cards on the spot (their card files kept in --workdir), `labes serve --workers W` starts in
+its own processes, and the load generator fetches one challenge per request and has both cards sign
+every request in advance. Timed: wrk (a separate C process) posts the signed requests — rights checks,
+then care sheets — with --connections open connections for --seconds each, and the bare `/healthz` rate
+of the same server (the framework's ceiling). Prints one JSON object as its last line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import emit, existing_database, fresh_database, machine, parser, population, workdir  # noqa: E402
+
+PIN = "2468"
+LUA = """
+local bodies = {}
+local index = 0
+local path = "%(path)s"
+function setup(thread)
+  thread:set("id", %(threads_counter)s)
+end
+init = function(args)
+  local n = 0
+  for line in io.lines("%(bodies)s") do
+    if n %% %(threads)d == id then bodies[#bodies + 1] = line end
+    n = n + 1
+  end
+end
+request = function()
+  index = index + 1
+  if index > #bodies then index = 1 end
+  return wrk.format("POST", path, {["Content-Type"] = "application/json"}, bodies[index])
+end
+"""
+
+
+def _sample_patients(session, count: int, seed: int) -> list:
+    """A uniform random sample of persons (ids are hashes, so the rows after a random id are a random draw)."""
+    from sqlalchemy import select
+
+    from labes.registry.models import Person
+
+    rng = random.Random(seed)
+    found: dict = {}
+    while len(found) < count:
+        start = uuid.UUID(int=rng.getrandbits(128))
+        for person_id in session.scalars(select(Person.id).where(Person.id >= start, Person.death_date.is_(None))
+                                         .order_by(Person.id).limit(20)):
+            found[person_id] = True
+    return list(found)[:count]
+
+
+def prepare_cards(url: str, keys_dir: Path, cards_dir: Path, *, patients: int, doctors: int, seed: int):
+    """Issue (once) cards to a sample of patients and to family doctors; return their virtual cards and facilities."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import sessionmaker
+
+    from labes.cards import service as cards
+    from labes.cards.crypto import init_keys, load_authority
+    from labes.cards.models import PickupPoint
+    from labes.cards.tokens import VirtualCard
+    from labes.db import make_engine
+    from labes.registry.models import Facility, Practice, Professional
+    from labes.security.audit import Actor
+
+    if not (keys_dir / "card-ca.key.pem").exists():
+        init_keys(keys_dir)
+    cards_dir.mkdir(parents=True, exist_ok=True)
+    factory = sessionmaker(bind=make_engine(url), expire_on_commit=False)
+    actor = Actor("cli", "bench")
+    with factory() as session:
+        authority = load_authority(keys_dir)
+        point = session.scalar(select(PickupPoint).where(PickupPoint.code == "CBENCH"))
+        if point is None:
+            point = PickupPoint(code="CBENCH", kind="fund_centre", name_ar="مركز", name_fr="Centre (bench)", governorate="TUN")
+            session.add(point)
+            session.flush()
+        pairs = session.execute(
+            select(Professional.licence, Facility.code).join(Practice, Practice.professional_id == Professional.id)
+            .join(Facility, Facility.id == Practice.facility_id)
+            .where(Professional.kind == "general_practitioner", Professional.contract_status == "active")
+            .order_by(Professional.licence).limit(doctors)).all()
+        terminals = []
+        for licence, facility in pairs:
+            path = cards_dir / f"pro-{licence}.card"
+            if not path.exists():
+                holder = cards.resolve_holder(session, card_type="professional", licence=licence)
+                if cards.live_card(session, holder) is None:
+                    path.write_bytes(cards.issue_card(session, actor=actor, authority=authority, holder=holder, pin=PIN,
+                                                      on_the_spot_at=point).card_file)
+            if path.exists():
+                terminals.append((VirtualCard.load(path, pin=PIN), facility))
+        patient_cards = [VirtualCard.load(p) for p in sorted(cards_dir.glob("patient-*.card"))]
+        if len(patient_cards) < patients:
+            for person_id in _sample_patients(session, patients - len(patient_cards), seed + len(patient_cards)):
+                holder = cards.resolve_holder(session, card_type="labes", person_id=person_id)
+                if cards.live_card(session, holder) is not None:
+                    continue
+                issued = cards.issue_card(session, actor=actor, authority=authority, holder=holder, on_the_spot_at=point)
+                path = cards_dir / f"patient-{issued.card.serial}.card"
+                path.write_bytes(issued.card_file)
+                patient_cards.append(VirtualCard.from_bytes(issued.card_file))
+        session.commit()
+    return terminals, patient_cards
+
+
+def start_server(url: str, keys_dir: Path, port: int, workers: int, pool: int) -> subprocess.Popen:
+    env = {**os.environ, "LABES_DATABASE_URL": url, "LABES_KEYS_DIR": str(keys_dir), "LABES_LOG_LEVEL": "WARNING",
+           "LABES_DB_POOL_SIZE": str(pool)}
+    labes = Path(sys.executable).with_name("labes")
+    server = subprocess.Popen([str(labes), "serve", "--port", str(port), "--workers", str(workers)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    import httpx2
+
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            if httpx2.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                return server
+        except httpx2.TransportError:
+            pass
+        time.sleep(0.3)
+    server.kill()
+    raise SystemExit("the server did not become ready")
+
+
+def signed_bodies(base: str, terminals, patients, *, action: str, count: int, out: Path) -> None:
+    """Fetch `count` challenges and write one signed request body per line (the load generator's work, not timed)."""
+    import httpx2
+
+    from labes.terminal import Terminal
+
+    rng = random.Random(7)
+    today = date.today().isoformat()
+    with httpx2.Client(base_url=base, timeout=30) as client, out.open("w") as handle:
+        for _ in range(count):
+            card, facility = rng.choice(terminals)
+            terminal = Terminal(client=client, facility=facility, card=card)
+            patient = rng.choice(patients)
+            if action == "rights-check":
+                content: dict = {}
+            else:
+                content = {"client_key": uuid.uuid4().hex, "kind": "consultation", "care_date": today,
+                           "diagnoses": ["J06.9"], "lines": [{"code": "C"}]}
+            body = terminal.sign(action, content, patient_card=patient, challenge=terminal.challenge(),
+                                 client_key=content.get("client_key"))
+            handle.write(json.dumps(body, separators=(",", ":")) + "\n")
+
+
+def wrk(url: str, *, seconds: int, connections: int, threads: int, script: Path | None = None) -> dict:
+    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", url]
+    if script is not None:
+        command[1:1] = ["-s", str(script)]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    requests = int(re.search(r"(\d+) requests in", output).group(1))
+    failed = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", output)) else 0
+    errors = re.search(r"Socket errors: .*", output)
+    return {"per_s": round((requests - failed) / seconds, 1), "requests": requests, "failed": failed,
+            "p50_ms": _latency(output, "50%"), "p99_ms": _latency(output, "99%"),
+            "socket_errors": errors.group(0) if errors else None}
+
+
+def _latency(output: str, label: str) -> float:
+    value, unit = re.search(rf"^\s+{re.escape(label)}\s+([\d.]+)(us|ms|s)\s*$", output, re.M).groups()
+    return round(float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit], 2)
+
+
+def lua_script(directory: Path, bodies: Path, path: str, threads: int) -> Path:
+    script = directory / f"{bodies.stem}.lua"
+    script.write_text(LUA % {"path": path, "bodies": bodies, "threads": threads,
+                             "threads_counter": "(function() _G.n = (_G.n or -1) + 1; return _G.n end)()"})
+    return script
+
+
+def main() -> None:
+    p = parser(__doc__)
+    p.add_argument("--seconds", type=int, default=20, help="length of each timed phase")
+    p.add_argument("--connections", type=int, default=32)
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="server processes")
+    p.add_argument("--patients", type=int, default=3000, help="patients given a card (a random sample)")
+    p.add_argument("--doctors", type=int, default=20)
+    p.add_argument("--rate", type=int, default=2500, help="signed requests prepared per second of each phase")
+    p.add_argument("--port", type=int, default=8077)
+    p.add_argument("--reuse", action="store_true", help="reuse the database and cards left in --workdir")
+    args = p.parse_args()
+
+    from sqlalchemy import func, select
+    from sqlalchemy.orm import sessionmaker
+
+    from labes.db import make_engine
+    from labes.registry.importer import MembersImport, ProvidersImport
+    from labes.registry.models import Member, Person
+    from labes.security.audit import Actor
+
+    where = workdir(args)
+    url = existing_database(args.db, where) if args.reuse else None
+    if url:
+        with sessionmaker(bind=make_engine(url))() as session:
+            if session.scalar(select(func.count()).select_from(Member)) != args.members:
+                url = None
+    cards_dir = where / f"cards-{args.db}-{args.members}"
+    if url is None:
+        directory = population(args.members, args.seed, where)
+        url = fresh_database(args.db, where)
+        factory = sessionmaker(bind=make_engine(url), expire_on_commit=False)
+        ProvidersImport(factory, actor=Actor("cli", "bench")).run(directory / "providers.csv")
+        MembersImport(factory, actor=Actor("cli", "bench")).run(directory / "members.csv", workers=os.cpu_count() or 1)
+        for stale in cards_dir.glob("*.card"):
+            stale.unlink()
+    keys_dir = where / "keys"
+    terminals, patients = prepare_cards(url, keys_dir, cards_dir, patients=args.patients, doctors=args.doctors,
+                                        seed=args.seed)
+    with sessionmaker(bind=make_engine(url))() as session:
+        persons = session.scalar(select(func.count()).select_from(Person))
+        if args.db == "postgresql":
+            session.connection().exec_driver_sql("ANALYZE")
+            session.commit()
+
+    server = start_server(url, keys_dir, args.port, args.workers, pool=max(4, args.connections // args.workers + 2))
+    base = f"http://127.0.0.1:{args.port}"
+    results = {}
+    try:
+        threads = 2
+        results["bare"] = wrk(f"{base}/healthz", seconds=args.seconds, connections=args.connections, threads=threads)
+        scratch = Path(tempfile.mkdtemp(prefix="labes-poc-"))
+        for action, path in (("rights-check", "/api/v1/care/rights-checks"), ("care-sheet", "/api/v1/care/care-sheets")):
+            bodies = scratch / f"{action}.jsonl"
+            prepared = time.perf_counter()
+            signed_bodies(base, terminals, patients, action=action, count=args.rate * args.seconds, out=bodies)
+            prepare_s = time.perf_counter() - prepared
+            results[action] = wrk(base + path, seconds=args.seconds, connections=args.connections, threads=threads,
+                                  script=lua_script(scratch, bodies, path, threads))
+            results[action]["prepare_s"] = round(prepare_s, 1)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+    rights, sheets, bare = results["rights-check"], results["care-sheet"], results["bare"]
+    emit({"bench": "poc", "db": args.db, "members": args.members, "persons": persons, "patients_with_cards": len(patients),
+          "workers": args.workers, "connections": args.connections, "seconds": args.seconds,
+          "rights_checks_per_s": rights["per_s"], "rights_p50_ms": rights["p50_ms"], "rights_p99_ms": rights["p99_ms"],
+          "rights_failed": rights["failed"],
+          "care_sheets_per_s": sheets["per_s"], "care_sheets_p50_ms": sheets["p50_ms"],
+          "care_sheets_p99_ms": sheets["p99_ms"], "care_sheets_failed": sheets["failed"],
+          "bare_per_s": bare["per_s"], "bare_p99_ms": bare["p99_ms"],
+          "at": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine()})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Claims: the fund's rules, adjudication, prior approvals, payment runs, tax certificates."""
