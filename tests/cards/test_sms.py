@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select, text as sql
 from sqlalchemy.exc import IntegrityError
 
 from labes import config
@@ -261,6 +261,19 @@ class TestReplies:
 
         assert WORDS[lang]["no_replacement"] in reply and WORDS[lang]["sfax"] in reply
 
+    def test_a_returned_card_names_the_first_fund_centre_of_its_own_governorate(self, session, authority, family,
+                                                                               post_office, sfax_centre, fund_centre,
+                                                                               lang):
+        point(session, code="CSFX02", kind="fund_centre", name_ar="مكتب الكنام بساقية الزيت",
+              name_fr="Bureau CNAM Sakiet Ezzit", governorate="SFX")
+        _, cin, _ = family
+        move(session, issue(session, authority, cin=cin), *TO_POINT, "return_undelivered", point=post_office)
+
+        reply = ask(session, ASK[lang].format(cin=cin))
+
+        assert WORDS[lang]["sfax"] in reply  # CSFX01: the first by code of the card's governorate
+        assert "Sakiet" not in reply and "ساقية" not in reply and WORDS[lang]["centre"] not in reply
+
     def test_without_a_centre_in_the_governorate_the_reply_still_says_where_to_ask(self, session, authority, family,
                                                                                    lang):
         _, cin, _ = family
@@ -384,6 +397,45 @@ class TestFamily:
         for language in ("fr", "ar"):
             reply = ask(session, ASK[language].format(cin=cin))
             assert len(reply) <= sms.MAX_REPLY and "…" in reply
+
+
+class TestCost:
+    """The look-up answers thousands of messages a minute: its statements are counted, its commit does not wait."""
+
+    def test_a_look_up_is_three_statements_and_the_lock_on_postgresql(self, session, authority, family, post_office,
+                                                                     sfax_centre):
+        _, cin, child = family
+        move(session, issue(session, authority, cin=cin), *TO_POINT, point=post_office)
+        move(session, issue(session, authority, person_id=child), *TO_POINT, "return_undelivered", point=post_office)
+        session.flush()
+        connection, statements = session.connection(), []
+
+        def record(conn, cursor, statement, *args):
+            statements.append(statement)
+
+        event.listen(connection, "before_cursor_execute", record)
+        try:
+            reply = ask(session, ASK["fr"].format(cin=cin))
+        finally:
+            event.remove(connection, "before_cursor_execute", record)
+
+        assert "Bureau de poste Kasserine Ennour" in reply and WORDS["fr"]["sfax"] in reply
+        # The rate-limit count, the family with its cards and their points, one INSERT of both messages;
+        # on PostgreSQL the number's lock first.
+        assert len(statements) == (4 if connection.dialect.name == "postgresql" else 3), statements
+
+    def test_on_postgresql_only_the_look_ups_own_transaction_commits_without_waiting_for_the_disk(self, committed):
+        with committed() as session:
+            if session.get_bind().dialect.name != "postgresql":
+                pytest.skip("synchronous_commit is PostgreSQL's")
+            default = session.scalar(sql("SHOW synchronous_commit"))
+            session.commit()
+
+            ask(session, "*1017*12345678#")
+            assert session.scalar(sql("SHOW synchronous_commit")) == "off"
+            session.commit()
+
+            assert session.scalar(sql("SHOW synchronous_commit")) == default
 
 
 class TestMalformed:

@@ -22,11 +22,15 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
+from functools import cache
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import and_, event, exists, or_, select, text as sql
-from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy import (
+    Integer, Row, Select, and_, bindparam, event, exists, func, insert, null, or_, select, union_all,
+)
+from sqlalchemy import text as sql
+from sqlalchemy.orm import Session, SessionTransaction, aliased
 
 from labes.cards.models import Card, PickupPoint, SmsMessage
 from labes.db import session_scope
@@ -340,7 +344,44 @@ def _clip(value: str | None, limit: int) -> str:
     return value if len(value) <= limit else value[:limit - 1].rstrip() + "…"
 
 
-def _place(point: PickupPoint, language: str) -> str:
+_POINT_FIELDS = ("kind", "name_ar", "name_fr", "address_ar", "address_fr", "hours_ar", "hours_fr")
+
+
+@dataclass(frozen=True)
+class _Point:
+    """What a reply tells of a pick-up point."""
+
+    kind: str
+    name_ar: str
+    name_fr: str
+    address_ar: str | None
+    address_fr: str | None
+    hours_ar: str | None
+    hours_fr: str | None
+
+    @classmethod
+    def of(cls, row: Row, prefix: str) -> _Point | None:
+        """Return the point in the `<prefix>_…` columns of `row`, or None if the outer join found none."""
+        values = [getattr(row, f"{prefix}_{name}") for name in _POINT_FIELDS]
+        return None if values[0] is None else cls(*values)
+
+
+@dataclass(frozen=True)
+class _Card:
+    """One card of the family, with where it is."""
+
+    id: uuid.UUID
+    card_type: str
+    state: str
+    delivered_on: date | None
+    replaces_id: uuid.UUID | None
+    issued_at: datetime
+    serial: str
+    point: _Point | None  # the point it waits at or is on its way to
+    centre: _Point | None  # for a returned or blocked card: its governorate's fund centre, where to ask
+
+
+def _place(point: _Point, language: str) -> str:
     words = TEMPLATES[language]
     other = "fr" if language == "ar" else "ar"
 
@@ -353,54 +394,71 @@ def _place(point: PickupPoint, language: str) -> str:
     return words["sep"].join(p for p in parts if p)
 
 
-def _point_name(point: PickupPoint, language: str) -> str:
+def _point_name(point: _Point, language: str) -> str:
     return _clip(getattr(point, f"name_{language}") or point.name_fr, _CLIP["name"])
 
 
-@dataclass(frozen=True)
-class _Places:
-    points: dict[uuid.UUID, PickupPoint]
-    centres: dict[str, PickupPoint]  # the fund's centre of each governorate
-
-
-def _state(card: Card, places: _Places, language: str) -> str:
+def _state(card: _Card, language: str) -> str:
     """Return where `card` is, as a fragment completing "{name}: the card …"."""
     words = TEMPLATES[language]
-    point = places.points.get(card.point_id) if card.point_id else None
     if card.state in ("delivered", "in_use"):
         if card.delivered_on is None:
             return words["delivered_undated"]
         return words["delivered"].format(date=card.delivered_on.strftime("%d/%m/%Y"))
-    if card.state == "at_point" and point is not None:
-        key = "at_fund_centre" if point.kind == "fund_centre" else "at_point"
-        return words[key].format(place=_place(point, language))
-    if card.state in ("batched", "shipped") and point is not None:
-        return words["on_the_way"].format(point=_point_name(point, language))
+    if card.state == "at_point" and card.point is not None:
+        key = "at_fund_centre" if card.point.kind == "fund_centre" else "at_point"
+        return words[key].format(place=_place(card.point, language))
+    if card.state in ("batched", "shipped") and card.point is not None:
+        return words["on_the_way"].format(point=_point_name(card.point, language))
     if card.state in ("returned", "blocked"):
-        centre = places.centres.get(card.governorate)
-        ask = words["ask_at"].format(centre=_place(centre, language)) if centre else words["ask_anywhere"]
+        ask = words["ask_at"].format(centre=_place(card.centre, language)) if card.centre else words["ask_anywhere"]
         return words[card.state].format(ask=ask)
     return words["preparing"]
 
 
-def _current(cards: list[Card]) -> Card:
+def _current(cards: list[_Card]) -> _Card:
     """Return the card that counts among one holder's cards of one type: the end of the replacement chain."""
     replaced = {c.replaces_id for c in cards}
     candidates = [c for c in cards if c.id not in replaced] or cards
     return max(candidates, key=lambda c: (c.state != "blocked", c.issued_at, c.serial))
 
 
-def _family(session: Session, person: Person, member_id: Any, today: date) -> list[Person]:
-    """Return the person, then (if an insured member) the dependants now in their charge; never anyone else."""
-    if member_id is None:
-        return [person]
-    order = {"spouse": 0, "child": 1, "father": 2, "mother": 3}
-    rows = session.execute(select(Person, Dependant.relationship, Dependant.rank)
-                           .join(Dependant, Dependant.person_id == Person.id)
-                           .where(Dependant.member_id == member_id,
-                                  or_(Dependant.end_date.is_(None), Dependant.end_date >= today))).all()
-    rows.sort(key=lambda row: (order.get(row.relationship, 9), row.rank))
-    return [person, *(row.Person for row in rows)]
+_RELATIONSHIP_ORDER = {"spouse": 0, "child": 1, "father": 2, "mother": 3}  # others after, then by rank
+
+
+@cache
+def _family_cards() -> Select:
+    """Return the one statement behind a reply (parameters `cin` and `today`).
+
+    Its rows: the person holding the CIN (relationship NULL) and, if they are an insured member, the dependants
+    now in their charge, reached through that member only, never anyone else; each person once per card of theirs
+    (once with NULL card columns if none), with the point the card is at or on its way to and, for a returned or
+    blocked card, the fund centre of its governorate (the first by code).
+    Built once: a look-up then costs one round trip, and PostgreSQL gets the same text to prepare every time.
+    """
+    holder = select(Person.id.label("person_id"), null().label("relationship"), null().label("rank")) \
+        .where(Person.cin == bindparam("cin"))
+    dependants = (select(Dependant.person_id, Dependant.relationship, Dependant.rank)
+                  .join(Member, Member.id == Dependant.member_id)
+                  .join(Person, Person.id == Member.person_id)
+                  .where(Person.cin == bindparam("cin"),
+                         or_(Dependant.end_date.is_(None), Dependant.end_date >= bindparam("today"))))
+    family = union_all(holder, dependants).subquery("family")
+    point, centre, centres = (aliased(PickupPoint, name=name) for name in ("point", "centre", "centres"))
+    first_code = (select(func.min(centres.code)).where(centres.kind == "fund_centre",
+                                                       centres.governorate == Card.governorate)
+                  .correlate(Card).scalar_subquery())
+    return (select(family.c.relationship, family.c.rank, Person.id, Person.language, Person.first_name_ar,
+                   Person.first_name_lat, Card.id.label("card_id"), Card.card_type, Card.state, Card.delivered_on,
+                   Card.replaces_id, Card.issued_at, Card.serial,
+                   *(getattr(point, name).label(f"point_{name}") for name in _POINT_FIELDS),
+                   *(getattr(centre, name).label(f"centre_{name}") for name in _POINT_FIELDS))
+            .select_from(family)
+            .join(Person, Person.id == family.c.person_id)
+            .outerjoin(Card, and_(Card.holder_person_id == Person.id, Card.card_type.in_(("labes", "amen"))))
+            .outerjoin(point, point.id == Card.point_id)
+            .outerjoin(centre, and_(Card.state.in_(("returned", "blocked")), centre.kind == "fund_centre",
+                                    centre.governorate == Card.governorate, centre.code == first_code)))
 
 
 def _fit(lines: list[str], language: str) -> str:
@@ -420,36 +478,24 @@ def lookup_reply(session: Session, *, lookup: Lookup, today: date) -> str:
     asked = lookup.language
     if lookup.cin is None:
         return TEMPLATES[asked or "ar"]["help"]
-    # The person and, if they are the insured member, their member id: one query.
-    found = session.execute(select(Person, Member.id).outerjoin(Member, Member.person_id == Person.id)
-                            .where(Person.cin == lookup.cin)).first()
-    person = found[0] if found else None
-    family = _family(session, person, found[1], today) if person is not None else []
-    cards = list(session.scalars(select(Card).where(Card.holder_person_id.in_([p.id for p in family]),
-                                                    Card.card_type.in_(("labes", "amen")))
-                                 .order_by(Card.issued_at, Card.serial))) if family else []
-    if not cards:
+    rows = session.execute(_family_cards(), {"cin": lookup.cin, "today": today}).all()
+    if all(row.card_id is None for row in rows):
         return TEMPLATES[asked or "ar"]["no_card"]
-    language = asked or ("fr" if person.language == "fr" else "ar")
+    # The holder first, then the dependants: spouse, children, father, mother, others; each by rank.
+    rows.sort(key=lambda row: (row.relationship is not None, _RELATIONSHIP_ORDER.get(row.relationship, 9),
+                               row.rank or 0))
+    language = asked or ("fr" if rows[0].language == "fr" else "ar")
     words = TEMPLATES[language]
-    point_ids = {c.point_id for c in cards if c.point_id}
-    # The cards' points and the fund centres of their governorates, in one query.
-    points: dict[Any, PickupPoint] = {}
-    centres: dict[str, PickupPoint] = {}
-    for found in session.scalars(select(PickupPoint).where(or_(
-            PickupPoint.id.in_(point_ids),
-            and_(PickupPoint.kind == "fund_centre", PickupPoint.governorate.in_({c.governorate for c in cards}))))
-            .order_by(PickupPoint.code)):
-        if found.id in point_ids:
-            points[found.id] = found
-        if found.kind == "fund_centre":
-            centres.setdefault(found.governorate, found)
-    places = _Places(points, centres)
+    family: dict[tuple, tuple[Row, list[_Card]]] = {}  # one entry per person in the family, in order
+    for row in rows:
+        _, cards = family.setdefault((row.relationship, row.rank, row.id), (row, []))
+        if row.card_id is not None:
+            cards.append(_Card(row.card_id, row.card_type, row.state, row.delivered_on, row.replaces_id,
+                               row.issued_at, row.serial, _Point.of(row, "point"), _Point.of(row, "centre")))
     lines = []
-    for relative in family:
+    for relative, own in family.values():
         name = _clip(relative.first_name_ar if language == "ar" else relative.first_name_lat, 40)
-        own = [c for c in cards if c.holder_person_id == relative.id]
-        if not own and relative is person:
+        if not own and relative.relationship is None:  # the holder themself
             lines.append(words["no_card_line"].format(name=name))
         for card_type in ("labes", "amen"):
             of_type = [c for c in own if c.card_type == card_type]
@@ -458,7 +504,7 @@ def lookup_reply(session: Session, *, lookup: Lookup, today: date) -> str:
             card = _current(of_type)
             template = "line_replaced" if card.replaces_id is not None and card.state != "blocked" else "line"
             lines.append(words[template].format(name=name, card=words[f"card_{card_type}"],
-                                                state=_state(card, places, language)))
+                                                state=_state(card, language)))
     return _fit(lines, language)
 
 
@@ -481,23 +527,46 @@ def _as_utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def _begin_postgresql(session: Session, number: str) -> None:
+    """On PostgreSQL, lock `number` until the transaction ends, and let the commit return before the disk flush.
+
+    The lock: two messages from one number at the same instant must not both pass the count (on SQLite,
+    BEGIN IMMEDIATE already runs one writer at a time).
+
+    `synchronous_commit` off, for this transaction only (SET LOCAL): COMMIT returns without waiting for its WAL
+    record to reach the disk; the WAL writer flushes it within 3 × wal_writer_delay (0.6 s by default). The
+    trade-off, accepted for this log of SMS messages: a crash of the database server or its machine can lose the
+    look-ups committed in that last fraction of a second, whole (both rows; the reply may already have gone out,
+    and the sender gets one look-up more that hour), but it never corrupts anything nor keeps half a transaction.
+    The webhook's and the CLI's transactions write nothing else.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    key = zlib.crc32(number.encode()) - 2**31
+    session.execute(sql("SELECT pg_advisory_xact_lock(1017, :key), set_config('synchronous_commit', 'off', true)"),
+                    {"key": key})
+
+
+@cache
+def _latest_answered() -> Select:
+    """Return the times of the latest `limit` answered look-ups from `number` after `since`, newest first."""
+    return (select(SmsMessage.at)
+            .where(SmsMessage.number == bindparam("number"), SmsMessage.direction == "in",
+                   SmsMessage.status == "received", SmsMessage.at > bindparam("since"))
+            .order_by(SmsMessage.at.desc()).limit(bindparam("limit", type_=Integer)))
+
+
 def _over_limit(session: Session, *, number: str, now: datetime, limit: int) -> tuple[bool, datetime | None]:
     """Return (over the limit?, when the next look-up is allowed — None if the 'too many' reply was already sent)."""
-    if session.get_bind().dialect.name == "postgresql":
-        # Two messages from one number at the same instant must not both pass the count.
-        key = zlib.crc32(number.encode()) - 2**31
-        session.execute(sql("SELECT pg_advisory_xact_lock(1017, :key)"), {"key": key})
-    answered = [_as_utc(at) for at in session.scalars(
-        select(SmsMessage.at).where(SmsMessage.number == number, SmsMessage.direction == "in",
-                                    SmsMessage.status == "received", SmsMessage.at > now - WINDOW)
-        .order_by(SmsMessage.at))]
-    if len(answered) < limit:
+    latest = [_as_utc(at) for at in session.scalars(_latest_answered(),
+                                                    {"number": number, "since": now - WINDOW, "limit": limit})]
+    if len(latest) < limit:
         return False, None
     already_told = session.scalar(select(exists().where(
         SmsMessage.number == number, SmsMessage.direction == "in", SmsMessage.status == "limited",
-        SmsMessage.at >= answered[-1])))
-    # The count falls below the limit when this answered message leaves the window.
-    return True, None if already_told else answered[len(answered) - limit] + WINDOW
+        SmsMessage.at >= latest[0])))
+    # The count falls below the limit when the oldest of these `limit` answered messages leaves the window.
+    return True, None if already_told else latest[-1] + WINDOW
 
 
 def _clock(moment: datetime) -> str:
@@ -514,11 +583,15 @@ def handle_inbound(session: Session, *, number: str, text: str, now: datetime | 
 
     Past `limit` answered messages per rolling hour from one number, the number is told once when to try again,
     then gets no answer until the window has passed.
+
+    On PostgreSQL a look-up is four statements: the number's lock, the rate-limit count, the family's cards with
+    their points, and one INSERT of both messages; its commit does not wait for the disk (`_begin_postgresql`).
     """
     now = _as_utc(now or datetime.now(UTC))
     number = normalize_number(number)
     limit = lookups_per_hour() if limit is None else limit
     lookup = parse_lookup(text)
+    _begin_postgresql(session, number)
     over, retry_at = _over_limit(session, number=number, now=now, limit=limit)
     if not over:
         status, reply = "received", lookup_reply(session, lookup=lookup, today=now.astimezone(TUNIS).date())
@@ -526,10 +599,15 @@ def handle_inbound(session: Session, *, number: str, text: str, now: datetime | 
         status, reply = "limited", TEMPLATES[lookup.language or "ar"]["too_many"].format(time=_clock(retry_at))
     else:
         status, reply = "limited", None
-    # Added without a flush of its own: with the reply, both rows go in one INSERT.
-    session.add(SmsMessage(direction="in", number=number, text=text[:1600], at=now, status=status, purpose=PURPOSE))
-    if reply is not None:
-        queue_sms(session, number=number, text=reply, purpose=PURPOSE)
+    messages = [{"direction": "in", "number": number, "text": text[:1600], "at": now, "status": status,
+                 "purpose": PURPOSE}]
+    if reply is not None:  # queued like queue_sms's messages: handed to the gateway after commit
+        messages.append({"direction": "out", "number": number, "text": reply, "at": datetime.now(UTC),
+                         "status": "queued", "purpose": PURPOSE})
+    # Both rows in one INSERT, without the ORM's unit of work (nothing reads them back as objects).
+    table = SmsMessage.__table__
+    inserted = session.execute(insert(table).returning(table.c.id, table.c.direction), messages)
+    session.info.setdefault(OUTBOX_KEY, []).extend(id_ for id_, direction in inserted if direction == "out")
     # No audit event: a look-up changes nothing, and the message log (sms_message, append-only) is its record.
     # Auditing it would put every SMS through the audit chain's lock at thousands of messages a minute.
     return reply
