@@ -23,6 +23,7 @@ from labes.cards.routes import router as cards_router
 from labes.cards.sms_routes import router as sms_router
 from labes.care.routes import router as care_router
 from labes.claims.routes import router as claims_router
+from labes.fhir.routes import router as fhir_router
 from labes.registry.routes import router as registry_router
 from labes.security.routes import router as security_router
 from labes.stats.routes import router as stats_router
@@ -99,4 +100,5 @@ def create_app(settings: Settings | None = None, factory: sessionmaker[Session] 
     app.include_router(stats_router)
     app.include_router(care_router)
     app.include_router(claims_router)
+    app.include_router(fhir_router)
     return app

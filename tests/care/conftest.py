@@ -14,7 +14,7 @@ from labes.cards.crypto import load_authority
 from labes.cards.models import PickupPoint
 from labes.cards.tokens import VirtualCard
 from labes.registry import providers
-from labes.registry.models import Facility, Member, Person, Professional
+from labes.registry.models import Facility, Member, Professional
 from labes.terminal import Terminal
 from tests import factories
 

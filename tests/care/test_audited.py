@@ -43,6 +43,22 @@ def _decision(world):
     return response.json()
 
 
+def _fhir_claim(world):
+    from tests.fhir.test_fhir import claim_content, post_claim
+
+    response = post_claim(world.client, world, claim_content(world))
+    assert response.status_code == 201, response.text
+
+
+def _fhir_eligibility(world):
+    from tests.fhir.test_fhir import eligibility_content, signed
+
+    body = signed(world.doctor_at_clinic, "rights-check", eligibility_content(world), world.cards["patient"])
+    response = world.client.post("/fhir/CoverageEligibilityRequest", json=body,
+                                 headers={"content-type": "application/fhir+json"})
+    assert response.status_code == 200, response.text
+
+
 # route → (how to do it, the tag expected, who signs: the card's name in the world).
 SIGNED_WRITES: dict[str, tuple[Callable, str, str]] = {
     "POST /api/v1/care/rights-checks": (lambda w: w.doctor_at_clinic.rights_check(w.cards["patient"]),
@@ -65,6 +81,8 @@ SIGNED_WRITES: dict[str, tuple[Callable, str, str]] = {
                                                       justification="Suspected disc herniation, L4-L5."),
         "claims:approval:request", "doctor"),
     "POST /api/v1/claims/approvals/{number}/decision": (_decision, "claims:approval:approve", "reviewer"),
+    "POST /fhir/Claim": (_fhir_claim, "care:care-sheet:submit", "doctor"),
+    "POST /fhir/CoverageEligibilityRequest": (_fhir_eligibility, "care:rights:check", "doctor"),
 }
 
 

@@ -200,7 +200,9 @@ WRITES: dict[str, tuple[Call, str, str]] = {
 # POSTed but writing nothing: anyone may check a card's printed code.
 # The SMS webhook writes only to the message log (sms_message), which is its own append-only record.
 READ_ONLY_POSTS = {"POST /api/v1/cards/verify-code", "POST /api/v1/sms/inbound", "POST /api/v1/care/challenges",
-                   "POST /api/v1/care/care-sheets/status"}
+                   "POST /api/v1/care/care-sheets/status",
+                   # the FHIR facade's catch-all only answers "no such resource" or "not offered"
+                   *(f"{method} /fhir/{{rest:path}}" for method in ("POST", "PUT", "PATCH", "DELETE"))}
 # Writes signed by cards at the point of care: their audit events are checked in tests/care/test_audited.py.
 from tests.care.test_audited import SIGNED_WRITES  # noqa: E402
 

@@ -28,7 +28,9 @@ from tests import factories
 # The printed 2D code is on the card for anyone to check, so its check is open too; a challenge is a random
 # number the fund can recognise, and carries no data.
 PUBLIC = {"POST /api/v1/auth/login", "GET /healthz", "GET /readyz", "POST /api/v1/cards/verify-code",
-          "POST /api/v1/care/challenges"}
+          "POST /api/v1/care/challenges", "GET /fhir/metadata",
+          # the FHIR facade's catch-all answers an unknown resource type with a 404 OperationOutcome
+          *(f"{method} /fhir/{{rest:path}}" for method in ("GET", "POST", "PUT", "PATCH", "DELETE"))}
 # At the point of care the cards are the credentials: the professional's card signs every transaction.
 CARD_SIGNED = {"POST /api/v1/care/rights-checks", "POST /api/v1/care/care-sheets",
                "POST /api/v1/care/care-sheets/{number}/corrections", "POST /api/v1/care/care-sheets/status",
@@ -39,7 +41,8 @@ AUTHENTICATED_ONLY = {"POST /api/v1/auth/logout", "GET /api/v1/auth/me"}
 FRAMEWORK_ROUTES = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 PATH_VALUES = {"person_id": str(uuid.uuid4()), "dependant_id": str(uuid.uuid4()), "key": "12345678",
                "social_id": "12345678901", "number": "AMEN0000", "code": "NOPE", "licence": "NOPE",
-               "username": "nobody", "name": "nobody", "serial": "100000000017"}
+               "username": "nobody", "name": "nobody", "serial": "100000000017",
+               "coverage_id": str(uuid.uuid4()), "line_id": "RX-2020-00000001-1"}
 
 
 @pytest.fixture(autouse=True)
@@ -156,6 +159,11 @@ class TestRefusals:
         response = client.request(method, fill(path), json={} if has_body else None, headers=bearer(token))
 
         assert response.status_code == 403, response.text
+        if path.startswith("/fhir/"):  # the FHIR facade answers an OperationOutcome
+            assert response.headers["content-type"].startswith("application/fhir+json")
+            issue = response.json()["issue"][0]
+            assert issue["code"] == "forbidden" and permission in issue["diagnostics"]
+            return
         assert response.headers["content-type"].startswith("application/problem+json")
         assert response.json()["type"].endswith("/not-permitted")
         assert permission in response.json()["detail"]

@@ -34,7 +34,7 @@ class Dispensed:
 def dispense(session: Session, *, verified: Verified, content: DispenseContent) -> Dispensed:
     """Dispense lines of a prescription and send the care sheet; the same client key returns the same answer."""
     if (existing := find_by_client_key(session, content.client_key)) is not None:
-        sheet = _replayed(existing, verified)
+        sheet = _replayed(existing, verified, content.client_key)
         dispensation = session.get(Dispensation, sheet.dispensation_id) if sheet.dispensation_id else None
         prescription = session.get(rx.Prescription, dispensation.prescription_id) if dispensation else None
         return Dispensed(dispensation, sheet, prescription.state if prescription else "unknown")
@@ -52,8 +52,7 @@ def dispense(session: Session, *, verified: Verified, content: DispenseContent) 
         raise Conflict(f"Prescription {prescription.number} is being dispensed at another pharmacy.",
                        field="content.prescription")
     sheet_kind = SHEET_KIND[prescription.kind]
-    if prescription.kind == "medicines" and verified.professional.kind != "pharmacist":
-        raise NotPermitted("Medicines are dispensed by a pharmacist.", field="transaction.payload.professional_card")
+    rx.refuse_other_profession(prescription, verified)
 
     rules = ruleset(verified.care_day)
     by_no = {line.line_no: line for line in rx.lines_of(session, prescription)}

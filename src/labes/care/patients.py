@@ -10,8 +10,9 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import date
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Uuid, bindparam, func, literal, select
 from sqlalchemy.orm import Session
 
 from labes.care.models import FamilyUsage
@@ -19,7 +20,7 @@ from labes.registry import rules as registry_rules
 from labes.registry.models import (
     AmenHousehold, AmenMember, ChronicCondition, CoveragePeriod, Dependant, Member, Person, Professional,
 )
-from labes.registry.service import dependant_rights, member_rights
+from labes.registry.service import dependant_rights
 
 
 @dataclass(frozen=True)
@@ -27,17 +28,17 @@ class PatientFile:
     """What the fund knows of a patient on `on` that decides what it pays."""
 
     person: Person
-    on: date
+    on: date  # rows below are plain result rows: read their columns by name
     role: str  # insured, spouse, child, father, mother, amen (an Amen beneficiary outside any insured family)
     rank: int
-    member: Member | None
+    member: Any | None  # id, person_id, social_id, regime, status, affiliation dates
     covered: bool
     reason: str
     covered_until: date | None
     scheme: str | None
-    family_doctor: Professional | None
-    chronic: tuple[ChronicCondition, ...]
-    amen: AmenHousehold | None
+    family_doctor: FamilyDoctor | None
+    chronic: tuple[Any, ...]  # code, icd10, valid_from, valid_to
+    amen: Any | None  # id, number, level, valid_from, valid_to
     amen_covered: bool
     family_size: int  # beneficiaries covered on `on`, the ceiling grid's key
     dependent_parents: int
@@ -50,67 +51,97 @@ class PatientFile:
         return self.member.id if self.member else None
 
 
+# Built once: at the point of care these run thousands of times a second, and plain rows (not ORM
+# objects) are all a rights check needs. Each is one indexed read by primary or foreign key.
+_FAMILY_OF = (select(Member.id.label("member_id"), literal(None, Uuid).label("dependant_id"))
+              .where(Member.person_id == bindparam("person_id"))
+              .union_all(select(Dependant.member_id, Dependant.id).where(Dependant.person_id == bindparam("person_id"))))
+_LATEST_SCHEME = (select(func.max(CoveragePeriod.start_date))
+                  .where(CoveragePeriod.member_id == Member.id, CoveragePeriod.start_date <= bindparam("on"))
+                  .correlate(Member).scalar_subquery())
+_HEAD = (select(Member.id, Member.person_id, Member.social_id, Member.regime, Member.status, Member.affiliation_start,
+                Member.affiliation_end, Person.death_date, CoveragePeriod.scheme,
+                Professional.id.label("doctor_id"), Professional.licence.label("doctor_licence"),
+                Professional.name_lat.label("doctor_name"),
+                FamilyUsage.ceiling_used_millimes, FamilyUsage.copay_used_millimes)
+         .join(Person, Person.id == Member.person_id)
+         .outerjoin(CoveragePeriod, (CoveragePeriod.member_id == Member.id) & (CoveragePeriod.start_date == _LATEST_SCHEME))
+         .outerjoin(Professional, Professional.id == CoveragePeriod.family_doctor_id)
+         .outerjoin(FamilyUsage, (FamilyUsage.member_id == Member.id) & (FamilyUsage.year == bindparam("year")))
+         .where(Member.id == bindparam("member_id")))
+_DEPENDANTS = (select(Dependant.id, Dependant.relationship, Dependant.rank, Dependant.student_until, Dependant.disabled,
+                      Dependant.unmarried_no_income, Dependant.start_date, Dependant.end_date, Person.sex,
+                      Person.birth_date, Person.death_date)
+               .join(Person, Person.id == Dependant.person_id).where(Dependant.member_id == bindparam("member_id")))
+_CHRONIC = (select(ChronicCondition.code, ChronicCondition.icd10, ChronicCondition.valid_from, ChronicCondition.valid_to)
+            .where(ChronicCondition.person_id == bindparam("person_id"), ChronicCondition.valid_from <= bindparam("on"))
+            .order_by(ChronicCondition.code))
+_AMEN = (select(AmenHousehold.id, AmenHousehold.number, AmenHousehold.level, AmenHousehold.valid_from,
+                AmenHousehold.valid_to)
+         .join(AmenMember, AmenMember.household_id == AmenHousehold.id)
+         .where(AmenMember.person_id == bindparam("person_id")).limit(1))
+
+
+@dataclass(frozen=True)
+class FamilyDoctor:
+    id: uuid.UUID
+    licence: str
+    name_lat: str
+
+
 def patient_file(session: Session, *, person: Person, on: date) -> PatientFile:
-    """Assemble the patient's file on `on` (rights computed now: nothing is stored, nothing needs renewing)."""
-    member = session.scalar(select(Member).where(Member.person_id == person.id))
-    dependant = None
-    if member is None:
-        row = session.execute(select(Dependant, Member).join(Member, Member.id == Dependant.member_id)
-                              .where(Dependant.person_id == person.id)
-                              .order_by(Dependant.end_date.is_not(None), Dependant.start_date.desc())).first()
-        if row is not None:
-            dependant, member = row
+    """Assemble the patient's file on `on` (rights computed now: nothing is stored, nothing needs renewing).
+
+    Five indexed reads whatever the population: which family; the family's head with its care scheme,
+    family doctor and usage; the family's dependants; the patient's chronic diseases; the Amen household.
+    """
+    connection = session.connection()
+    family = connection.execute(_FAMILY_OF, {"person_id": person.id}).first()
 
     covered, reason, until = False, "Not registered as an insured member or a dependant.", None
     role, rank = "amen", 0
-    scheme, doctor = None, None
+    member, scheme, doctor = None, None, None
     family_size, parents = 0, 0
-    if member is not None:
-        holder = person if dependant is None else session.get(Person, member.person_id)
-        holder_rights = member_rights(member, holder, on)
-        family = session.execute(select(Dependant, Person).join(Person, Person.id == Dependant.person_id)
-                                 .where(Dependant.member_id == member.id)).all()
+    if family is not None:
+        member = connection.execute(_HEAD, {"member_id": family.member_id, "on": on, "year": on.year}).one()
+        holder_rights = registry_rules.member_rights(
+            status=member.status, affiliation_start=member.affiliation_start, affiliation_end=member.affiliation_end,
+            on=on, death_date=member.death_date)
         family_size = 1 if holder_rights.covered else 0
-        for other, other_person in family:
-            if holder_rights.covered and dependant_rights(other, other_person, on).covered:
+        own = None
+        for other in connection.execute(_DEPENDANTS, {"member_id": member.id}):
+            rights_of_other = dependant_rights(other, other, on)
+            if other.id == family.dependant_id:
+                own, role, rank = rights_of_other, other.relationship, other.rank
+            if holder_rights.covered and rights_of_other.covered:
                 family_size += 1
                 parents += other.relationship in ("father", "mother")
-        if dependant is None:
+        if own is None:
             role, rights = "insured", holder_rights
         else:
-            role, rank = dependant.relationship, dependant.rank
-            own = dependant_rights(dependant, person, on)
             rights = own if holder_rights.covered or not own.covered else registry_rules.Eligibility(
                 False, f"The insured member is not covered: {holder_rights.reason}")
         covered, reason, until = rights.covered, rights.reason, rights.until
-        period = session.scalar(select(CoveragePeriod).where(CoveragePeriod.member_id == member.id,
-                                                             CoveragePeriod.start_date <= on)
-                                .order_by(CoveragePeriod.start_date.desc()).limit(1))
-        if period is not None:
-            scheme = period.scheme
-            if period.family_doctor_id is not None:
-                doctor = session.get(Professional, period.family_doctor_id)
+        scheme = member.scheme
+        if member.doctor_id is not None:
+            doctor = FamilyDoctor(member.doctor_id, member.doctor_licence, member.doctor_name)
 
-    chronic = tuple(session.scalars(
-        select(ChronicCondition).where(ChronicCondition.person_id == person.id, ChronicCondition.valid_from <= on)
-        .order_by(ChronicCondition.code)))
-    chronic = tuple(c for c in chronic if c.valid_to is None or on <= c.valid_to)
+    chronic = tuple(c for c in connection.execute(_CHRONIC, {"person_id": person.id, "on": on})
+                    if c.valid_to is None or on <= c.valid_to)
 
-    amen, amen_covered = None, False
-    household_id = session.scalar(select(AmenMember.household_id).where(AmenMember.person_id == person.id).limit(1))
-    if household_id is not None:
-        amen = session.get(AmenHousehold, household_id)
+    amen_covered = False
+    amen = connection.execute(_AMEN, {"person_id": person.id}).first()
+    if amen is not None:
         eligibility = registry_rules.amen_eligibility(level=amen.level, valid_from=amen.valid_from,
                                                       valid_to=amen.valid_to, on=on)
         amen_covered = eligibility.covered
         if not covered and amen_covered:
             reason, until = eligibility.reason, eligibility.until
 
-    usage = session.get(FamilyUsage, (member.id, on.year)) if member is not None else None
     return PatientFile(
         person=person, on=on, role=role, rank=rank, member=member, covered=covered, reason=reason, covered_until=until,
         scheme=scheme if covered else None, family_doctor=doctor if covered else None, chronic=chronic, amen=amen,
         amen_covered=amen_covered, family_size=family_size, dependent_parents=parents,
-        ceiling_used_millimes=usage.ceiling_used_millimes if usage else 0,
-        copay_used_millimes=usage.copay_used_millimes if usage else 0,
+        ceiling_used_millimes=(member.ceiling_used_millimes or 0) if member is not None else 0,
+        copay_used_millimes=(member.copay_used_millimes or 0) if member is not None else 0,
     )

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from labes.care.models import Prescription, PrescriptionLine
 from labes.care.schemas import PrescriptionCancelContent, PrescriptionContent, PrescriptionOpenContent
+from labes.care.sheets import utc
 from labes.care.transactions import Verified, digest_of_code, next_number
 from labes.claims.ruleset import RuleSet, ruleset
 from labes.errors import Conflict, InvalidInput, NotFound, NotPermitted, RuleViolation
@@ -25,6 +26,7 @@ from labes.registry.models import Facility
 from labes.security import audit
 
 OPEN_STATES = ("issued", "in_progress", "partly_dispensed")
+PERFORMED_BY = {"medicines": "pharmacist", "lab": "biologist", "imaging": "radiologist"}
 QR_PREFIX = "LBRX1"
 _CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I/L: read aloud or typed from paper
 
@@ -116,6 +118,14 @@ def _refuse_closed(prescription: Prescription) -> None:
                        field="content.prescription")
 
 
+def refuse_other_profession(prescription: Prescription, verified: Verified) -> None:
+    """Refuse a professional who does not carry out this kind of prescription (medicines, lab or imaging orders)."""
+    performer = PERFORMED_BY[prescription.kind]
+    if verified.professional.kind != performer:
+        raise NotPermitted(f"A {prescription.kind} prescription is carried out by a {performer}.",
+                           field="transaction.payload.professional_card")
+
+
 def open_at_pharmacy(session: Session, *, verified: Verified, content: PrescriptionOpenContent) -> Prescription:
     """Open a prescription at this pharmacy (or lab, imaging centre): the patient's card or the paper's access code.
 
@@ -124,6 +134,7 @@ def open_at_pharmacy(session: Session, *, verified: Verified, content: Prescript
     prescription = get_or_raise(session, content.prescription, lock=True)
     _expire_if_due(prescription, verified.care_day)
     _refuse_closed(prescription)
+    refuse_other_profession(prescription, verified)  # or a pharmacy would hold a lab order away from the labs
     if verified.patient is not None:
         if verified.patient.id != prescription.patient_person_id:
             raise NotPermitted("This prescription is not for the holder of the card that signed.", field="content.prescription")
@@ -204,5 +215,5 @@ def view(session: Session, prescription: Prescription, *, today: date) -> dict[s
             item["label"] = act.label_fr
         out_lines.append(item)
     return {"number": prescription.number, "kind": prescription.kind, "state": prescription.state,
-            "issued_at": prescription.issued_at, "valid_until": prescription.valid_until,
+            "issued_at": utc(prescription.issued_at), "valid_until": prescription.valid_until,
             "diagnoses": prescription.diagnoses, "content_digest": prescription.content_digest, "lines": out_lines}

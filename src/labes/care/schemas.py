@@ -46,7 +46,6 @@ class CareSheetContent(Content):
     last_care_date: date | None = None
     diagnoses: list[str] = Field(default_factory=list, max_length=20)
     lines: list[Line] = Field(min_length=1, max_length=100)
-    prescription: str | None = Field(default=None, max_length=20, description="The order a lab or imaging act carries out")
     approval: str | None = Field(default=None, max_length=20, description="The prior-approval number, for listed acts and drugs")
     referral_to: str | None = Field(default=None, max_length=40, description="A family doctor's referral to a specialty")
 

@@ -9,12 +9,13 @@ status can be read again later. A rejected sheet is corrected under its own numb
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from labes.cards.distribution import TUNIS
 from labes.care.models import CareSheet, CareSheetRevision, FamilyUsage, Visit
 from labes.care.patients import PatientFile, patient_file
 from labes.care.schemas import CareSheetContent
@@ -75,12 +76,15 @@ def patient_context(patient: PatientFile, *, care_date: date) -> adj.PatientCont
     )
 
 
-def _has_referral(session: Session, patient: PatientFile, *, care_date: date) -> bool:
+def _has_referral(session: Session, patient: PatientFile, *, care_date: date, professional: Professional) -> bool:
     if patient.family_doctor is None:
         return False
+    # A referral names a specialty: it opens that specialty, not every specialist.
+    to = func.lower(Visit.referral_to) == (professional.specialty or "").lower() \
+        if professional.kind == "specialist" else Visit.referral_to.is_not(None)
     return session.scalar(select(Visit.id).where(
         Visit.patient_person_id == patient.person.id, Visit.professional_id == patient.family_doctor.id,
-        Visit.referral_to.is_not(None), Visit.care_date <= care_date,
+        to, Visit.care_date <= care_date,
         Visit.care_date >= care_date - timedelta(days=REFERRAL_DAYS)).limit(1)) is not None
 
 
@@ -99,9 +103,17 @@ def _usage_row(session: Session, member_id, year: int) -> FamilyUsage:
                           .with_for_update().execution_options(populate_existing=True))
 
 
+def rules_for(on: date):
+    """Return the rules in force on `on`, or refuse a date before the fund's first rule set."""
+    try:
+        return ruleset(on)
+    except LookupError:
+        raise InvalidInput(f"The fund has no rules for care given on {on.isoformat()}.", field="content.care_date") from None
+
+
 def priced_lines(lines, *, on: date, kind: str) -> list[Line]:
     """Resolve each billed line against the nomenclature or the medicines list (the tariff or price by default)."""
-    rules = ruleset(on)
+    rules = rules_for(on)
     out = []
     for index, line in enumerate(lines):
         if kind == "pharmacy":
@@ -126,10 +138,13 @@ def find_by_client_key(session: Session, client_key: str) -> CareSheet | None:
     return sheet
 
 
-def _replayed(sheet: CareSheet, verified: Verified) -> CareSheet:
+def _replayed(sheet: CareSheet, verified: Verified, client_key: str) -> CareSheet:
     if sheet.professional_id != verified.professional.id:
         raise Conflict("This client key belongs to another provider's care sheet; use a new key.", field="content.client_key")
-    if sheet.client_key == verified.content.get("client_key") and sheet.content_digest != verified.transaction.content_digest:
+    if verified.patient is not None and sheet.patient_person_id != verified.patient.id:
+        raise Conflict(f"The client key was already used for care sheet {sheet.number} of another patient; "
+                       "a new care sheet needs a new key.", field="content.client_key")
+    if sheet.client_key == client_key and sheet.content_digest != verified.transaction.content_digest:
         raise Conflict(f"The client key was already used for care sheet {sheet.number} with other content; "
                        "a new care sheet needs a new key.", field="content.client_key")
     return sheet
@@ -138,14 +153,15 @@ def _replayed(sheet: CareSheet, verified: Verified) -> CareSheet:
 def adjudicate(session: Session, *, sheet: CareSheet, verified: Verified, lines: list[Line], diagnoses: list[str],
                approval: str | None, patient: PatientFile) -> None:
     """Apply the fund's rules to `sheet` and write the decision, the amounts and the family's usage."""
-    rules = ruleset(sheet.care_date)
+    rules = rules_for(sheet.care_date)
     provider = provider_context(verified.professional, verified.facility, sheet_kind=sheet.kind, on=sheet.care_date)
     claim = adj.Claim(
         number=sheet.number, care_date=sheet.care_date, last_care_date=sheet.last_care_date,
-        submitted_on=verified.now.date(), kind=sheet.kind,
+        submitted_on=local_day(verified.now), kind=sheet.kind,
         lines=tuple(adj.ClaimLine(code=l.code, kind=l.kind, quantity=l.quantity, unit_price_millimes=l.unit_price_millimes)
                     for l in lines),
-        diagnoses=tuple(diagnoses), referral=_has_referral(session, patient, care_date=sheet.care_date),
+        diagnoses=tuple(diagnoses),
+        referral=_has_referral(session, patient, care_date=sheet.care_date, professional=verified.professional),
         approvals=_approvals(session, patient), cited_approval=approval,
     )
     usage_row = _usage_row(session, patient.member.id, sheet.care_date.year) if patient.member is not None else None
@@ -164,7 +180,7 @@ def adjudicate(session: Session, *, sheet: CareSheet, verified: Verified, lines:
     sheet.payee = decision.payee if decision.status == "accepted" else None
     sheet.payee_kind, sheet.payee_id = _payee(decision.payee, provider, verified, patient) \
         if decision.status == "accepted" else (None, None)
-    sheet.payment_due_on = verified.now.date() + timedelta(days=decision.payment_due_days) \
+    sheet.payment_due_on = local_day(verified.now) + timedelta(days=decision.payment_due_days) \
         if decision.status == "accepted" and decision.fund_millimes > 0 else None
     if usage_row is not None and decision.status == "accepted":
         usage_row.ceiling_used_millimes += decision.ceiling_charged_millimes
@@ -181,16 +197,20 @@ def _payee(payee: str, provider: adj.ProviderContext, verified: Verified, patien
     return "professional", verified.professional.id
 
 
-def submit(session: Session, *, verified: Verified, content: CareSheetContent, visit_diagnoses_referral: bool = True) -> CareSheet:
-    """Receive a care sheet signed by both cards, adjudicate it, and return it (the same one again for a known key)."""
-    if (existing := find_by_client_key(session, content.client_key)) is not None:
-        return _replayed(existing, verified)
-    if verified.patient is None:
-        raise NotPermitted("A care sheet is signed by the patient's card too.", field="transaction.payload.patient_card")
+def _same_client_key(verified: Verified, content: CareSheetContent) -> None:
     if verified.transaction.client_key not in (None, content.client_key):
         raise InvalidInput("The signed client key and the content's differ.", field="content.client_key")
+
+
+def submit(session: Session, *, verified: Verified, content: CareSheetContent) -> CareSheet:
+    """Receive a care sheet signed by both cards, adjudicate it, and return it (the same one again for a known key)."""
+    _same_client_key(verified, content)
+    if (existing := find_by_client_key(session, content.client_key)) is not None:
+        return _replayed(existing, verified, content.client_key)
+    if verified.patient is None:
+        raise NotPermitted("A care sheet is signed by the patient's card too.", field="transaction.payload.patient_card")
     last = content.last_care_date or content.care_date
-    if verified.transaction.time.date() < content.care_date:
+    if local_day(verified.transaction.time) < content.care_date:
         raise InvalidInput("The care sheet was signed before the date of care it declares.", field="content.care_date")
     number = next_number(session, series="CS", year=content.care_date.year)
     lines = priced_lines(content.lines, on=content.care_date, kind=content.kind)
@@ -245,8 +265,9 @@ def get_or_raise(session: Session, number: str) -> CareSheet:
 
 def correct(session: Session, *, number: str, verified: Verified, content: CareSheetContent) -> CareSheet:
     """Resubmit a rejected care sheet under its own number; the rejected version is kept."""
+    _same_client_key(verified, content)
     if (existing := find_by_client_key(session, content.client_key)) is not None:
-        return _replayed(existing, verified)
+        return _replayed(existing, verified, content.client_key)
     sheet = session.scalar(select(CareSheet).where(CareSheet.number == number.strip().upper()).with_for_update())
     if sheet is None:
         raise NotFound(f"No care sheet {number}.", field="number")
@@ -272,6 +293,10 @@ def correct(session: Session, *, number: str, verified: Verified, content: CareS
     sheet.content, sheet.content_digest = verified.content, verified.transaction.content_digest
     sheet.signed_transaction, sheet.signed_at, sheet.received_at = verified.signed, verified.transaction.time, verified.now
     sheet.status = "received"
+    if sheet.visit_id is not None:  # the visit is what the corrected sheet says, referral included
+        visit = session.get(Visit, sheet.visit_id)
+        visit.care_date, visit.diagnoses, visit.referral_to = content.care_date, content.diagnoses, content.referral_to
+        visit.acts = [{"code": l.code, "quantity": l.quantity} for l in content.lines]
     adjudicate(session, sheet=sheet, verified=verified, lines=lines, diagnoses=content.diagnoses,
                approval=content.approval, patient=patient)
     session.flush()
@@ -279,11 +304,21 @@ def correct(session: Session, *, number: str, verified: Verified, content: CareS
     return sheet
 
 
+def local_day(moment: datetime) -> date:
+    """Return the Tunisian date of `moment`: dates of care are local, and 00:30 in Tunis is 23:30 UTC the day before."""
+    return moment.astimezone(TUNIS).date()
+
+
+def utc(moment: datetime | None) -> datetime | None:
+    """Return `moment` as an aware UTC time (SQLite hands back naive UTC), so an answer reads the same every time."""
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
+
+
 def answer(sheet: CareSheet, *, visit_number: str | None = None) -> dict[str, Any]:
     """Return the acknowledgement and the business answer for `sheet`."""
     return {
         "acknowledgement": {"number": sheet.number, "version": sheet.version, "client_key": sheet.client_key,
-                            "received_at": sheet.received_at, "content_digest": sheet.content_digest},
+                            "received_at": utc(sheet.received_at), "content_digest": sheet.content_digest},
         "number": sheet.number, "kind": sheet.kind, "status": sheet.status, "version": sheet.version,
         "care_date": sheet.care_date, "billed_millimes": sheet.billed_millimes, "fund_millimes": sheet.fund_millimes,
         "patient_millimes": sheet.patient_millimes, "payee": sheet.payee, "payment_due_on": sheet.payment_due_on,

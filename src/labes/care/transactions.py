@@ -137,7 +137,13 @@ def accept(session: Session, *, body: dict[str, Any], action: str, secret: bytes
     if tx.time - now > protocol.CLOCK_SKEW:
         raise InvalidTransaction("The transaction is dated in the future.", field="transaction.payload.time")
 
-    found = {card.serial: card for card in session.scalars(select(Card).where(Card.serial.in_(expected)))}
+    # One round trip for both cards and their holders (a point-of-care answer is a handful of indexed reads).
+    rows = session.execute(select(Card, Person, Professional)
+                           .outerjoin(Person, Person.id == Card.holder_person_id)
+                           .outerjoin(Professional, Professional.id == Card.holder_professional_id)
+                           .where(Card.serial.in_(expected))).all()
+    found = {card.serial: card for card, _, _ in rows}
+    holders = {card.serial: person or professional for card, person, professional in rows}
     professional_card = _card(found, tx.professional_card, "professional")
     patient_card = _card(found, tx.patient_card, "patient") if tx.patient_card else None
     for card in filter(None, (professional_card, patient_card)):
@@ -147,19 +153,20 @@ def accept(session: Session, *, body: dict[str, Any], action: str, secret: bytes
     if tx.challenge is not None:
         _use_challenge(session, secret=secret, token=tx.challenge, now=now)
 
-    professional = session.get(Professional, professional_card.holder_professional_id)
-    facility = session.scalar(select(Facility).where(Facility.code == tx.facility))
-    if facility is None:
+    professional = holders[professional_card.serial]
+    place = session.execute(select(Facility, Practice.id).outerjoin(
+        Practice, (Practice.facility_id == Facility.id) & (Practice.professional_id == professional.id))
+        .where(Facility.code == tx.facility)).first()
+    if place is None:
         raise NotFound(f"No facility with the code {tx.facility}.", field="transaction.payload.facility")
-    practises = session.scalar(select(Practice.id).where(Practice.professional_id == professional.id,
-                                                         Practice.facility_id == facility.id))
+    facility, practises = place
     if practises is None:
         raise InvalidTransaction(f"{professional.name_lat} is not registered to practise at {facility.name_lat} "
                                  f"({facility.code}).", field="transaction.payload.facility")
     if professional.kind not in ACTORS_BY_ACTION[action]:
         raise InvalidTransaction(f"A {professional.kind.replace('_', ' ')}'s card cannot sign '{action}'.",
                                  field="transaction.payload.professional_card")
-    person = session.get(Person, patient_card.holder_person_id) if patient_card else None
+    person = holders[patient_card.serial] if patient_card else None
     verified = Verified(tx, signed.jws_json, body["content"], professional, professional_card, facility,
                         patient_card, person, now)
     for card in filter(None, (professional_card, patient_card)):
