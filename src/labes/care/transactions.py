@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Literal
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -53,6 +54,42 @@ ACTORS_BY_ACTION: dict[str, tuple[str, ...]] = {
 _LAST_USED_EVERY = timedelta(hours=1)  # a card's last use is kept to the hour: one write per hour, not per signature
 
 
+def _labelled(prefix: str, columns) -> list:
+    return [column.label(f"{prefix}__{column.key}") for column in columns]
+
+
+# Built once, read as plain rows: the gate runs on every point-of-care request, and ORM objects cost more
+# than the round trips. Each card comes with its holder (a person or a professional) in the same read.
+_CARDS = (select(*_labelled("card", (Card.id, Card.serial, Card.card_type, Card.state, Card.public_key,
+                                     Card.last_used_at)),
+                 *_labelled("person", Person.__table__.c), *_labelled("professional", Professional.__table__.c))
+          .select_from(Card)
+          .outerjoin(Person, Person.id == Card.holder_person_id)
+          .outerjoin(Professional, Professional.id == Card.holder_professional_id)
+          .where(Card.serial.in_(bindparam("serials", expanding=True))))
+_PLACE = (select(*_labelled("facility", Facility.__table__.c), Practice.id.label("practice__id"))
+          .outerjoin(Practice, (Practice.facility_id == Facility.id)
+                     & (Practice.professional_id == bindparam("professional_id")))
+          .where(Facility.code == bindparam("code")))
+
+
+def _rows(session: Session, statement, parameters: dict[str, Any]) -> list[SimpleNamespace]:
+    """Run `statement` and return each row as a namespace per table prefix: `row.person.cin`, `row.serial`."""
+    out = []
+    for row in session.connection().execute(statement, parameters).mappings():
+        parts: dict[str, dict[str, Any]] = {}
+        for key, value in row.items():
+            table, column = key.split("__", 1)
+            parts.setdefault(table, {})[column] = value
+        card = parts.pop("card", None) or {}
+        for table, values in parts.items():
+            card[table] = SimpleNamespace(**values) if values.get("id") is not None else None
+        if "practice" in card:
+            card["practice_id"] = card.pop("practice").id if card["practice"] else None
+        out.append(SimpleNamespace(**card))
+    return out
+
+
 @lru_cache
 def challenge_secret(keys_dir: Path) -> bytes:
     """Derive the challenges' MAC key from the fund's seal key, so every app process shares it without a new secret."""
@@ -69,11 +106,12 @@ class Verified:
     transaction: Transaction
     signed: dict[str, Any]  # the JWS as received, kept as proof
     content: Any
-    professional: Professional
-    professional_card: Card
-    facility: Facility
-    patient_card: Card | None
-    patient: Person | None
+    # Read-only views (namespaces of the rows' columns), not ORM objects: load the ORM object to change one.
+    professional: SimpleNamespace  # the professional table's columns
+    professional_card: SimpleNamespace  # id, serial, card_type, state, public_key, last_used_at
+    facility: SimpleNamespace  # the facility table's columns
+    patient_card: SimpleNamespace | None
+    patient: SimpleNamespace | None  # the person table's columns
     now: datetime
 
     @property
@@ -137,36 +175,29 @@ def accept(session: Session, *, body: dict[str, Any], action: str, secret: bytes
     if tx.time - now > protocol.CLOCK_SKEW:
         raise InvalidTransaction("The transaction is dated in the future.", field="transaction.payload.time")
 
-    # One round trip for both cards and their holders (a point-of-care answer is a handful of indexed reads).
-    rows = session.execute(select(Card, Person, Professional)
-                           .outerjoin(Person, Person.id == Card.holder_person_id)
-                           .outerjoin(Professional, Professional.id == Card.holder_professional_id)
-                           .where(Card.serial.in_(expected))).all()
-    found = {card.serial: card for card, _, _ in rows}
-    holders = {card.serial: person or professional for card, person, professional in rows}
+    found = {row.serial: row for row in _rows(session, _CARDS, {"serials": sorted(expected)})}
     professional_card = _card(found, tx.professional_card, "professional")
     patient_card = _card(found, tx.patient_card, "patient") if tx.patient_card else None
     for card in filter(None, (professional_card, patient_card)):
         if card.state not in lifecycle.CAN_AUTHENTICATE:
-            raise cards.CardRefused(f"Card {card.serial}: {cards.refusal(session, card)}", field="transaction.signatures")
+            refused = session.get(Card, card.id)
+            raise cards.CardRefused(f"Card {card.serial}: {cards.refusal(session, refused)}", field="transaction.signatures")
     protocol.verify(signed, {card.serial: card.public_key for card in filter(None, (professional_card, patient_card))})
     if tx.challenge is not None:
         _use_challenge(session, secret=secret, token=tx.challenge, now=now)
 
-    professional = holders[professional_card.serial]
-    place = session.execute(select(Facility, Practice.id).outerjoin(
-        Practice, (Practice.facility_id == Facility.id) & (Practice.professional_id == professional.id))
-        .where(Facility.code == tx.facility)).first()
-    if place is None:
+    professional = professional_card.professional
+    place = _rows(session, _PLACE, {"code": tx.facility, "professional_id": professional.id})
+    if not place:
         raise NotFound(f"No facility with the code {tx.facility}.", field="transaction.payload.facility")
-    facility, practises = place
-    if practises is None:
+    facility = place[0].facility
+    if place[0].practice_id is None:
         raise InvalidTransaction(f"{professional.name_lat} is not registered to practise at {facility.name_lat} "
                                  f"({facility.code}).", field="transaction.payload.facility")
     if professional.kind not in ACTORS_BY_ACTION[action]:
         raise InvalidTransaction(f"A {professional.kind.replace('_', ' ')}'s card cannot sign '{action}'.",
                                  field="transaction.payload.professional_card")
-    person = holders[patient_card.serial] if patient_card else None
+    person = patient_card.person if patient_card else None
     verified = Verified(tx, signed.jws_json, body["content"], professional, professional_card, facility,
                         patient_card, person, now)
     for card in filter(None, (professional_card, patient_card)):
@@ -174,7 +205,7 @@ def accept(session: Session, *, body: dict[str, Any], action: str, secret: bytes
     return verified
 
 
-def _card(found: dict[str, Card], serial: str, role: str) -> Card:
+def _card(found: dict[str, SimpleNamespace], serial: str, role: str) -> SimpleNamespace:
     card = found.get(serial)
     if card is None:
         raise InvalidTransaction(f"The fund has no card {serial}.", field="transaction.signatures")
@@ -187,9 +218,9 @@ def _card(found: dict[str, Card], serial: str, role: str) -> Card:
     return card
 
 
-def _mark_used(session: Session, actor: Actor, card: Card, now: datetime) -> None:
+def _mark_used(session: Session, actor: Actor, card: SimpleNamespace, now: datetime) -> None:
     if card.state == "delivered":
-        cards.move(session, actor=actor, card=card, event="first_use", now=now)
+        cards.move(session, actor=actor, card=session.get(Card, card.id), event="first_use", now=now)
     last = card.last_used_at
     if last is not None and last.tzinfo is None:
         last = last.replace(tzinfo=UTC)
