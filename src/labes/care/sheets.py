@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from labes.cards.distribution import TUNIS
@@ -76,6 +76,12 @@ def patient_context(patient: PatientFile, *, care_date: date) -> adj.PatientCont
     )
 
 
+def _needs_referral(patient: PatientFile, professional) -> bool:
+    """Only a private-scheme patient seen by a doctor other than their family doctor needs a referral on file."""
+    return patient.scheme == "private" and professional.kind in ("specialist", "general_practitioner") and \
+        (patient.family_doctor is None or patient.family_doctor.id != professional.id)
+
+
 def _has_referral(session: Session, patient: PatientFile, *, care_date: date, professional: Professional) -> bool:
     if patient.family_doctor is None:
         return False
@@ -88,19 +94,29 @@ def _has_referral(session: Session, patient: PatientFile, *, care_date: date, pr
         Visit.care_date >= care_date - timedelta(days=REFERRAL_DAYS)).limit(1)) is not None
 
 
-def _approvals(session: Session, patient: PatientFile) -> tuple[adj.Approval, ...]:
-    rows = session.scalars(select(PriorApproval).where(PriorApproval.patient_person_id == patient.person.id,
-                                                       PriorApproval.state == "approved"))
+def _approvals(session: Session, patient: PatientFile, cited: str | None) -> tuple[adj.Approval, ...]:
+    # Only the approval the sheet cites can open a listed act or drug: read that one, if any.
+    if not cited:
+        return ()
+    rows = session.execute(select(PriorApproval.number, PriorApproval.code, PriorApproval.valid_from,
+                                  PriorApproval.valid_to)
+                           .where(PriorApproval.number == cited.strip().upper(),
+                                  PriorApproval.patient_person_id == patient.person.id,
+                                  PriorApproval.state == "approved")).all()
     return tuple(adj.Approval(number=a.number, code=a.code, valid_from=a.valid_from, valid_to=a.valid_to) for a in rows)
 
 
-def _usage_row(session: Session, member_id, year: int) -> FamilyUsage:
-    # Lock the family's row: two sheets adjudicated at once must not both spend the same remainder.
-    session.execute(_insert_ignore(session)(FamilyUsage).values(
-        member_id=member_id, year=year, ceiling_used_millimes=0, copay_used_millimes=0, care_sheets=0)
-        .on_conflict_do_nothing())
-    return session.scalar(select(FamilyUsage).where(FamilyUsage.member_id == member_id, FamilyUsage.year == year)
-                          .with_for_update().execution_options(populate_existing=True))
+def _usage(session: Session, member_id, year: int):
+    """Return the family's usage of `year`, its row created if need be and locked until commit.
+
+    Two sheets of one family adjudicated at the same moment must not both spend the same remainder:
+    one upsert both creates the row and takes its lock, and returns what has been used.
+    """
+    statement = (_insert_ignore(session)(FamilyUsage)
+                 .values(member_id=member_id, year=year, ceiling_used_millimes=0, copay_used_millimes=0, care_sheets=1))
+    statement = statement.on_conflict_do_update(index_elements=[FamilyUsage.member_id, FamilyUsage.year],
+                                                set_={"care_sheets": statement.excluded.care_sheets + FamilyUsage.care_sheets})
+    return session.execute(statement.returning(FamilyUsage.ceiling_used_millimes, FamilyUsage.copay_used_millimes)).one()
 
 
 def rules_for(on: date):
@@ -130,12 +146,14 @@ def priced_lines(lines, *, on: date, kind: str) -> list[Line]:
     return out
 
 
+_BY_CLIENT_KEY = (select(CareSheet.id).where(CareSheet.client_key == bindparam("key"))
+                  .union_all(select(CareSheetRevision.care_sheet_id).where(CareSheetRevision.client_key == bindparam("key"))))
+
+
 def find_by_client_key(session: Session, client_key: str) -> CareSheet | None:
-    sheet = session.scalar(select(CareSheet).where(CareSheet.client_key == client_key))
-    if sheet is None:
-        sheet_id = session.scalar(select(CareSheetRevision.care_sheet_id).where(CareSheetRevision.client_key == client_key))
-        sheet = session.get(CareSheet, sheet_id) if sheet_id else None
-    return sheet
+    """Return the care sheet this client key already made (or made an earlier version of), if any."""
+    sheet_id = session.connection().execute(_BY_CLIENT_KEY, {"key": client_key}).scalar()
+    return session.get(CareSheet, sheet_id) if sheet_id is not None else None
 
 
 def _replayed(sheet: CareSheet, verified: Verified, client_key: str) -> CareSheet:
@@ -161,10 +179,11 @@ def adjudicate(session: Session, *, sheet: CareSheet, verified: Verified, lines:
         lines=tuple(adj.ClaimLine(code=l.code, kind=l.kind, quantity=l.quantity, unit_price_millimes=l.unit_price_millimes)
                     for l in lines),
         diagnoses=tuple(diagnoses),
-        referral=_has_referral(session, patient, care_date=sheet.care_date, professional=verified.professional),
-        approvals=_approvals(session, patient), cited_approval=approval,
+        referral=_needs_referral(patient, verified.professional)
+        and _has_referral(session, patient, care_date=sheet.care_date, professional=verified.professional),
+        approvals=_approvals(session, patient, approval), cited_approval=approval,
     )
-    usage_row = _usage_row(session, patient.member.id, sheet.care_date.year) if patient.member is not None else None
+    usage_row = _usage(session, patient.member.id, sheet.care_date.year) if patient.member is not None else None
     usage = adj.Usage(ceiling_used_millimes=usage_row.ceiling_used_millimes if usage_row else 0,
                       copay_used_millimes=usage_row.copay_used_millimes if usage_row else 0)
     decision = adj.adjudicate(claim, patient_context(patient, care_date=sheet.care_date), provider, usage, rules)
@@ -182,10 +201,12 @@ def adjudicate(session: Session, *, sheet: CareSheet, verified: Verified, lines:
         if decision.status == "accepted" else (None, None)
     sheet.payment_due_on = local_day(verified.now) + timedelta(days=decision.payment_due_days) \
         if decision.status == "accepted" and decision.fund_millimes > 0 else None
-    if usage_row is not None and decision.status == "accepted":
-        usage_row.ceiling_used_millimes += decision.ceiling_charged_millimes
-        usage_row.copay_used_millimes += decision.copay_charged_millimes
-        usage_row.care_sheets += 1
+    if usage_row is not None and decision.status == "accepted" and \
+            (decision.ceiling_charged_millimes or decision.copay_charged_millimes):
+        session.execute(update(FamilyUsage)
+                        .where(FamilyUsage.member_id == patient.member.id, FamilyUsage.year == sheet.care_date.year)
+                        .values(ceiling_used_millimes=FamilyUsage.ceiling_used_millimes + decision.ceiling_charged_millimes,
+                                copay_used_millimes=FamilyUsage.copay_used_millimes + decision.copay_charged_millimes))
 
 
 def _payee(payee: str, provider: adj.ProviderContext, verified: Verified, patient: PatientFile):

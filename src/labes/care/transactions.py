@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import bindparam, delete, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -229,15 +229,26 @@ def _mark_used(session: Session, actor: Actor, card: SimpleNamespace, now: datet
                         .execution_options(synchronize_session=False))
 
 
+SEQUENCED = frozenset({"CS", "RX", "DS", "AP"})  # PostgreSQL sequences of migration 0004
+
+
 def next_number(session: Session, *, series: str, year: int) -> str:
-    """Return the next human-readable number of `series` for `year`, e.g. `CS-2026-00000042`."""
+    """Return the next human-readable number of `series` for `year`, e.g. `CS-2026-00000042`.
+
+    On PostgreSQL the point of care's series come from sequences, which never make a transaction wait;
+    elsewhere from a counter row per series and year.
+    """
     key = f"{series}-{year}"
-    if session.get(NumberCounter, key) is None:
-        session.execute(_insert_ignore(session)(NumberCounter).values(series=key, next_number=1).on_conflict_do_nothing())
+    if series in SEQUENCED and session.get_bind().dialect.name == "postgresql":
+        value = session.execute(text(f"SELECT nextval('number_{series.lower()}')")).scalar_one()
+        return f"{key}-{value:08d}"
     value = session.execute(update(NumberCounter).where(NumberCounter.series == key)
                             .values(next_number=NumberCounter.next_number + 1)
-                            .returning(NumberCounter.next_number)).scalar_one() - 1
-    return f"{key}-{value:08d}"
+                            .returning(NumberCounter.next_number)).scalar()
+    if value is None:
+        session.execute(_insert_ignore(session)(NumberCounter).values(series=key, next_number=1).on_conflict_do_nothing())
+        return next_number(session, series=series, year=year)
+    return f"{key}-{value - 1:08d}"
 
 
 def digest_of_code(code: str) -> str:
