@@ -32,6 +32,9 @@ app.add_typer(sms_app, name="sms")
 from labes.terminal.cli import app as pos_app  # noqa: E402
 
 app.add_typer(pos_app, name="pos")
+from labes.claims.payments_cli import app as payments_app  # noqa: E402
+
+app.add_typer(payments_app, name="payments")
 stats_app = typer.Typer(help="Indicators.", no_args_is_help=True)
 app.add_typer(stats_app, name="stats")
 console = Console(stderr=True)

@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     sms_gateway_password: str = Field(default="", description="Basic-auth password of the SMS gateway")
     sms_gateway_timeout: float = Field(default=10.0, description="Seconds to wait for the SMS gateway")
     sms_lookups_per_hour: int = Field(default=5, ge=1, description="Look-ups per phone number per rolling hour at 1017")
+    fund_address: str = Field(default="", description="The fund's postal address, printed on tax certificates")
+    fund_tax_id: str = Field(default="", description="The fund's tax identifier, printed on tax certificates")
     card_return_days: int = Field(default=90, ge=1, description="Days a card waits at a pick-up point before it is returned")
 
 

@@ -18,8 +18,7 @@ from sqlalchemy.orm import Session
 
 from labes.care.models import Prescription, PrescriptionLine
 from labes.care.schemas import PrescriptionCancelContent, PrescriptionContent, PrescriptionOpenContent
-from labes.care.sheets import utc
-from labes.care.transactions import Verified, digest_of_code, next_number
+from labes.care.transactions import Verified, digest_of_code, next_number, utc
 from labes.claims.ruleset import RuleSet, ruleset
 from labes.errors import Conflict, InvalidInput, NotFound, NotPermitted, RuleViolation
 from labes.registry.models import Facility

@@ -9,17 +9,16 @@ status can be read again later. A rejected sheet is corrected under its own numb
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
-from labes.cards.distribution import TUNIS
 from labes.care.models import CareSheet, CareSheetRevision, FamilyUsage, Visit
 from labes.care.patients import PatientFile, patient_file
 from labes.care.schemas import CareSheetContent
-from labes.care.transactions import Verified, _insert_ignore, next_number
+from labes.care.transactions import Verified, _insert_ignore, local_day, next_number, utc
 from labes.claims import adjudication as adj
 from labes.claims.models import PriorApproval
 from labes.claims.ruleset import ruleset
@@ -99,11 +98,12 @@ def _approvals(session: Session, patient: PatientFile, cited: str | None) -> tup
     if not cited:
         return ()
     rows = session.execute(select(PriorApproval.number, PriorApproval.code, PriorApproval.valid_from,
-                                  PriorApproval.valid_to)
+                                  PriorApproval.valid_to, PriorApproval.quantity)
                            .where(PriorApproval.number == cited.strip().upper(),
                                   PriorApproval.patient_person_id == patient.person.id,
                                   PriorApproval.state == "approved")).all()
-    return tuple(adj.Approval(number=a.number, code=a.code, valid_from=a.valid_from, valid_to=a.valid_to) for a in rows)
+    return tuple(adj.Approval(number=a.number, code=a.code, valid_from=a.valid_from, valid_to=a.valid_to,
+                              quantity=a.quantity) for a in rows)
 
 
 def _usage(session: Session, member_id, year: int):
@@ -201,6 +201,14 @@ def adjudicate(session: Session, *, sheet: CareSheet, verified: Verified, lines:
         if decision.status == "accepted" else (None, None)
     sheet.payment_due_on = local_day(verified.now) + timedelta(days=decision.payment_due_days) \
         if decision.status == "accepted" and decision.fund_millimes > 0 else None
+    if approval and decision.status == "accepted" and claim.approvals:
+        # An approval opens one episode of care: once a sheet citing it is accepted, it is used up.
+        session.execute(update(PriorApproval).where(PriorApproval.number == claim.approvals[0].number)
+                        .values(state="used", decision_note=func.coalesce(PriorApproval.decision_note, "")
+                                + f" [used by {sheet.number}]"))
+        audit.record(session, actor=verified.actor, action="claims:approval:use", entity_type="prior_approval",
+                     entity_id=claim.approvals[0].number, before={"state": "approved"},
+                     after={"state": "used", "care_sheet": sheet.number})
     if usage_row is not None and decision.status == "accepted" and \
             (decision.ceiling_charged_millimes or decision.copay_charged_millimes):
         session.execute(update(FamilyUsage)
@@ -324,15 +332,6 @@ def correct(session: Session, *, number: str, verified: Verified, content: CareS
     _audit(session, verified, sheet, "care:care-sheet:correct")
     return sheet
 
-
-def local_day(moment: datetime) -> date:
-    """Return the Tunisian date of `moment`: dates of care are local, and 00:30 in Tunis is 23:30 UTC the day before."""
-    return moment.astimezone(TUNIS).date()
-
-
-def utc(moment: datetime | None) -> datetime | None:
-    """Return `moment` as an aware UTC time (SQLite hands back naive UTC), so an answer reads the same every time."""
-    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
 
 
 def answer(sheet: CareSheet, *, visit_number: str | None = None) -> dict[str, Any]:

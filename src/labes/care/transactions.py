@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from labes.cards import lifecycle
 from labes.cards import service as cards
 from labes.cards.crypto import load_authority
+from labes.cards.distribution import TUNIS
 from labes.cards.models import Card
 from labes.care import protocol
 from labes.care.models import NumberCounter, UsedChallenge
@@ -120,7 +121,17 @@ class Verified:
 
     @property
     def care_day(self) -> date:
-        return self.transaction.time.date()
+        return local_day(self.transaction.time)
+
+
+def local_day(moment: datetime) -> date:
+    """Return the Tunisian date of `moment`: dates of care are local, and 00:30 in Tunis is 23:30 UTC the day before."""
+    return moment.astimezone(TUNIS).date()
+
+
+def utc(moment: datetime | None) -> datetime | None:
+    """Return `moment` as an aware UTC time (SQLite hands back naive UTC), so an answer reads the same every time."""
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
 
 
 def _insert_ignore(session: Session):

@@ -235,10 +235,11 @@ def _items(claim: Claim, provider: ProviderContext, work: _Work) -> list[Act | D
             work.reject("R10", f"Line {number}: {line.quantity} of {line.code} delivered, "
                                f"{line.prescribed_quantity} prescribed.")
         if item.prior_approval and provider.facility_sector in rules.prior_approval_sectors and not any(
-                a.number == claim.cited_approval and a.covers(line.code, claim.care_date) for a in claim.approvals):
+                a.number == claim.cited_approval and a.covers(line.code, claim.care_date, line.quantity)
+                for a in claim.approvals):
             cited = f"approval {claim.cited_approval}" if claim.cited_approval else "no approval"
-            work.reject("R05", f"Line {number}: {line.code} needs a prior approval valid on "
-                               f"{claim.care_date.isoformat()}; the sheet cites {cited} that covers it.")
+            work.reject("R05", f"Line {number}: {line.quantity} × {line.code} needs a prior approval valid on "
+                               f"{claim.care_date.isoformat()} for that quantity; the sheet cites {cited} that covers it.")
     return items
 
 

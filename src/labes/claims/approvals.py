@@ -11,14 +11,14 @@ from datetime import date, datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from labes.care.transactions import Verified, next_number
+from labes.care.transactions import Verified, local_day, next_number
 from labes.claims.models import PriorApproval
 from labes.claims.ruleset import ruleset
 from labes.errors import InvalidInput, NotFound, RuleViolation
 from labes.security import audit
 from labes.security.audit import Actor
 
-APPROVAL_STATES = ("requested", "approved", "refused")
+APPROVAL_STATES = ("requested", "approved", "refused", "used")
 DEFAULT_VALID_DAYS = 90
 
 
@@ -72,7 +72,7 @@ def decide(session: Session, *, actor: Actor, number: str, approve: bool, note: 
     approval.state = "approved" if approve else "refused"
     approval.decided_by, approval.decided_at, approval.decision_note = actor.label, now, note
     if approve:
-        approval.valid_from = valid_from or now.date()
+        approval.valid_from = valid_from or local_day(now)
         approval.valid_to = approval.valid_from + timedelta(days=valid_days - 1)
     session.flush()
     audit.record(session, actor=actor, action=f"claims:approval:{'approve' if approve else 'refuse'}",

@@ -49,10 +49,12 @@ class Approval:
     code: str
     valid_from: date
     valid_to: date
+    quantity: int | None = None  # how many the agent approved; None: not limited
 
-    def covers(self, code: str, on: date) -> bool:
-        """Say whether this approval covers `code` on `on`."""
-        return self.code == code and self.valid_from <= on <= self.valid_to
+    def covers(self, code: str, on: date, quantity: int = 1) -> bool:
+        """Say whether this approval covers `quantity` of `code` on `on`."""
+        return self.code == code and self.valid_from <= on <= self.valid_to and \
+            (self.quantity is None or quantity <= self.quantity)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ class PriorApproval(Base):
     requested_by: Mapped[uuid.UUID] = mapped_column(ForeignKey("professional.id"))
     facility_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("facility.id"))
     requested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    state: Mapped[str] = mapped_column(String(10))  # requested, approved, refused
+    state: Mapped[str] = mapped_column(String(10))  # requested, approved, refused, used (by an accepted sheet)
     decided_by: Mapped[str | None] = mapped_column(String(160))
     decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     decision_note: Mapped[str | None] = mapped_column(Text)

@@ -1,0 +1,132 @@
+"""`labes payments …`: run a month's provider payments, issue the annual certificates of tax withheld at source."""
+
+from __future__ import annotations
+
+import getpass
+from datetime import date
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from labes.errors import LabesError
+
+app = typer.Typer(help="Provider payments: payment runs and certificates of tax withheld at source.",
+                  no_args_is_help=True)
+SHOWN = 40  # statements listed on screen; the payment file has them all
+
+
+def _actor():
+    from labes.security.audit import Actor
+
+    return Actor("cli", getpass.getuser())
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def _day(text: str | None, option: str) -> date:
+    if text is None:
+        return date.today()
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        _fail(f"{option} is a day written YYYY-MM-DD; got {text!r}.")
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(width=max(Console().width, 150))
+
+
+@app.command()
+def run(period: Annotated[str, typer.Option(help="YYYY-MM: the month the care sheets were accepted in "
+                                                 "(earlier sheets still unpaid are paid too, as late)")],
+        paid_on: Annotated[str | None, typer.Option("--paid-on", help="Payment day, YYYY-MM-DD (default: today)")] = None,
+        out: Annotated[Path, typer.Option(help="Where the payment file and the remittance advice go")] = Path("var/payments"),
+        ) -> None:
+    """Pay the accepted care sheets of PERIOD: one statement per payee, tax withheld at source, files for the bank."""
+    from rich.table import Table
+
+    from labes.claims.decision import tnd
+    from labes.claims.payments import run_payments
+    from labes.db import session_scope
+
+    day = _day(paid_on, "--paid-on")
+    try:
+        with session_scope() as session:
+            result = run_payments(session, actor=_actor(), period=period, paid_on=day, out_dir=out)
+    except LabesError as exc:
+        _fail(exc.message)
+    if not result.files_written:  # they are written as the run commits: the run stands without them
+        _fail(f"payment run {result.number} is committed, but its files could not be written in {out} (the log "
+              f"says why); write them with `labes payments files {result.number} --out DIR`.")
+    console = _console()
+    if result.empty:
+        console.print(f"Run {result.number}: nothing to pay for {result.period} on {day.isoformat()} — no accepted care "
+                      "sheet of the period (or unpaid from before it) is waiting. No statement; the payment file has no row.")
+        console.print(f"payment file: {result.payment_file}")
+        return
+    table = Table(title=f"Payment run {result.number} — period {result.period}, paid on {day.isoformat()}")
+    for column in ("statement", "payee", "identifier", "kind", "sheets", "late", "gross", "rate", "withheld", "net"):
+        table.add_column(column, justify="right" if column in ("sheets", "late", "gross", "rate", "withheld", "net")
+                         else "left")
+    for s in result.statements[:SHOWN]:
+        table.add_row(s.number, s.payee_name, s.payee_identifier, s.payee_kind, str(s.care_sheets), str(s.late_sheets),
+                      tnd(s.gross_millimes), f"{s.tax_rate_percent}%", tnd(s.tax_withheld_millimes),
+                      tnd(s.net_millimes))
+    if len(result.statements) > SHOWN:
+        table.add_row("…", f"and {len(result.statements) - SHOWN} more payees: see the payment file", *[""] * 8)
+    table.add_row("TOTAL", f"{len(result.statements)} payees", "", "", str(result.care_sheets),
+                  str(result.late_sheets), tnd(result.gross_millimes), "", tnd(result.tax_withheld_millimes),
+                  tnd(result.net_millimes), style="bold")
+    console.print(table)
+    console.print(f"payment file: {result.payment_file}")
+    console.print(f"remittance advice: {len(result.advice_files)} files in {result.directory}")
+
+
+@app.command()
+def files(number: Annotated[str, typer.Argument(help="The payment run, e.g. PR-2026-11-0001")],
+          out: Annotated[Path, typer.Option(help="Where to write them")] = Path("var/payments")) -> None:
+    """Write a committed run's payment file and remittance advice again."""
+    from labes.claims.payments import write_run_files
+    from labes.db import session_scope
+
+    try:
+        with session_scope() as session:
+            written = write_run_files(session, number=number, out_dir=out)
+    except LabesError as exc:
+        _fail(exc.message)
+    typer.echo(f"{len(written)} files written in {written[0].parent}")
+
+
+@app.command()
+def certificate(provider: Annotated[str, typer.Option(help="The professional's licence or the facility's code")],
+                year: Annotated[int, typer.Option(help="Calendar year of the payments")],
+                out: Annotated[Path | None, typer.Option(help="PDF to write (default var/certificates/<id>.pdf)")] = None,
+                ) -> None:
+    """Issue a provider's annual certificate of tax withheld at source (PDF in French and Arabic, sealed)."""
+    from labes.cards.crypto import KeysMissing, load_authority
+    from labes.claims.certificates import issue_certificate
+    from labes.claims.decision import tnd
+    from labes.config import get_settings
+    from labes.db import session_scope
+
+    try:
+        seal = load_authority(get_settings().keys_dir.resolve(), "seal")
+    except KeysMissing as exc:
+        _fail(str(exc))
+    try:
+        with session_scope() as session:
+            path = out or Path("var/certificates") / f"RS-{year}-{provider.strip().upper()}.pdf"
+            issued, code = issue_certificate(session, provider=provider, year=year, seal=seal, path=path,
+                                             issued_on=date.today())
+    except LabesError as exc:
+        _fail(exc.message)
+    typer.echo(f"certificate {issued.id}: {len(issued.lines)} statements, gross {tnd(issued.gross_millimes)}, "
+               f"withheld {tnd(issued.withheld_millimes)}, net {tnd(issued.net_millimes)}")
+    typer.echo(f"written to {path}")
+    typer.echo(f"seal code: {code}")

@@ -1,0 +1,325 @@
+"""The signed point-of-care transaction, without a database: canonical JSON, digests, challenges, JWS signatures."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from labes.cards.crypto import card_certificate, load_authority
+from labes.cards.serials import make_serial
+from labes.cards.tokens import VirtualCard
+from labes.care import protocol
+from labes.care.protocol import InvalidTransaction, Transaction
+from labes.errors import InvalidInput
+
+NOW = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
+SECRET = b"k" * 32
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def flip(text: str, index: int = -1) -> str:
+    """Return the base64url `text` with one bit of its decoded byte at `index` flipped."""
+    raw = bytearray(unb64(text))
+    raw[index] ^= 0x01
+    return b64(bytes(raw))
+
+
+@pytest.fixture(scope="module")
+def authority(tmp_path_factory):
+    from labes.cards.crypto import init_keys
+
+    directory = tmp_path_factory.mktemp("protocol-keys")
+    init_keys(directory)
+    return load_authority(directory)
+
+
+def virtual_card(authority, card_type: str, number: int) -> VirtualCard:
+    key = ec.generate_private_key(ec.SECP256R1())
+    serial = make_serial(card_type, number)
+    certificate = card_certificate(authority, public_key=key.public_key(), serial=serial, card_type=card_type,
+                                   holder_name=f"Holder {number}", now=NOW)
+    return VirtualCard(serial, certificate, key)
+
+
+def der(card: VirtualCard) -> bytes:
+    return card.certificate().public_key().public_bytes(serialization.Encoding.DER,
+                                                        serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+@pytest.fixture(scope="module")
+def patient(authority) -> VirtualCard:
+    return virtual_card(authority, "labes", 41)
+
+
+@pytest.fixture(scope="module")
+def doctor(authority) -> VirtualCard:
+    return virtual_card(authority, "professional", 42)
+
+
+@pytest.fixture(scope="module")
+def stranger(authority) -> VirtualCard:
+    return virtual_card(authority, "labes", 43)
+
+
+def transaction(patient: VirtualCard, doctor: VirtualCard, **overrides) -> Transaction:
+    values = {"action": "care-sheet", "professional_card": doctor.serial, "facility": "FSFX00001", "time": NOW,
+              "content_digest": protocol.content_digest({"kind": "consultation", "lines": [{"code": "C"}]}),
+              "patient_card": patient.serial, "challenge": "challenge-token"}
+    values.update(overrides)
+    return Transaction(**values)
+
+
+def hand_signed(payload: bytes, cards: list[VirtualCard], *, kids: list[str] | None = None) -> dict:
+    """Build a JWS General JSON Serialization by hand (not through joserfc), so any payload can be signed."""
+    payload_segment = b64(payload)
+    signatures = []
+    for card, kid in zip(cards, kids or [card.serial for card in cards]):
+        protected = b64(json.dumps({"alg": "ES256", "kid": kid}).encode())
+        signature = card.sign(f"{protected}.{payload_segment}".encode())
+        signatures.append({"protected": protected, "signature": b64(signature)})
+    return {"payload": payload_segment, "signatures": signatures}
+
+
+def keys_of(*cards: VirtualCard) -> dict[str, bytes]:
+    return {card.serial: der(card) for card in cards}
+
+
+class TestCanonical:
+    def test_members_are_sorted_by_name(self):
+        assert protocol.canonical({"b": 1, "a": {"d": [3, 1], "c": None}}) == b'{"a":{"c":null,"d":[3,1]},"b":1}'
+
+    def test_member_order_is_by_utf16_code_units_as_in_rfc8785_3_2_3(self):
+        value = {"\u20ac": "Euro Sign", "\r": "Carriage Return", "\ufb33": "Hebrew Letter Dalet With Dagesh",
+                 "1": "One", "\U0001f600": "Emoji: Grinning Face", "\u0080": "Control",
+                 "\u00f6": "Latin Small Letter O With Diaeresis"}
+        keys = list(json.loads(protocol.canonical(value)))
+        assert keys == ["\r", "1", "\u0080", "\u00f6", "\u20ac", "\U0001f600", "\ufb33"]
+
+    def test_a_surrogate_pair_sorts_before_a_private_use_character(self):
+        # By code point U+E000 < U+1F600; by UTF-16 code unit 0xD83D (the emoji's first) < 0xE000.
+        assert protocol.canonical({"\ue000": 1, "\U0001f600": 2}) == '{"\U0001f600":2,"\ue000":1}'.encode()
+
+    def test_the_rfc8785_3_2_2_example(self):
+        text = ('{"numbers": [333333333.33333329, 1E30, 4.50, 2e-3, 0.000000000000000000000000001],'
+                ' "string": "\\u20ac$\\u000F\\u000aA\'\\u0042\\u0022\\u005c\\\\\\"\\/",'
+                ' "literals": [null, true, false]}')
+        expected = ('{"literals":[null,true,false],"numbers":[333333333.3333333,1e+30,4.5,0.002,1e-27],'
+                    '"string":"\u20ac$\\u000f\\nA\'B\\"\\\\\\\\\\"/"}').encode()
+        assert protocol.canonical(json.loads(text)) == expected
+
+    @pytest.mark.parametrize(("number", "form"), [
+        (0, "0"), (-0.0, "0"), (1.0, "1"), (100, "100"), (4.50, "4.5"), (0.002, "0.002"), (1e-7, "1e-7"),
+        (0.000001, "0.000001"), (1e21, "1e+21"), (1e20, "100000000000000000000"), (-1.5e-10, "-1.5e-10"),
+        (9007199254740991, "9007199254740991"), (5e-324, "5e-324"), (1.7976931348623157e308, "1.7976931348623157e+308"),
+    ])
+    def test_numbers_take_the_ecmascript_shortest_form(self, number, form):
+        assert protocol.canonical([number]) == f"[{form}]".encode()
+
+    def test_strings_escape_only_what_json_requires(self):
+        assert protocol.canonical("é/€\n\t\u001f\"\\") == '"é/€\\n\\t\\u001f\\"\\\\"'.encode()
+
+    @pytest.mark.parametrize("value", [float("nan"), float("inf"), 2**53, -(2**53), {"when": datetime(2026, 1, 1)}])
+    def test_what_json_cannot_carry_exactly_is_refused(self, value):
+        with pytest.raises(InvalidInput) as refused:
+            protocol.canonical({"value": value})
+        assert refused.value.field == "content"
+
+
+class TestContentDigest:
+    def test_is_sha256_of_the_canonical_form_in_base64url(self):
+        content = {"lines": [{"code": "C", "quantity": 1}], "kind": "consultation"}
+        expected = hashlib.sha256(b'{"kind":"consultation","lines":[{"code":"C","quantity":1}]}').digest()
+        assert protocol.content_digest(content) == "sha256:" + b64(expected)
+
+    def test_does_not_depend_on_member_order_or_number_spelling(self):
+        first = json.loads('{"a": 1.0, "b": [1e2, "x"]}')
+        second = json.loads('{"b":[100,"x"],"a":1}')
+        assert protocol.content_digest(first) == protocol.content_digest(second)
+
+    @pytest.mark.parametrize("changed", [{"a": 2, "b": ["x"]}, {"a": 1, "b": ["X"]}, {"a": 1, "b": ["x"], "c": None},
+                                         {"a": 1, "b": ["x", "x"]}, {"a": "1", "b": ["x"]}])
+    def test_changes_with_any_change_of_value(self, changed):
+        assert protocol.content_digest({"a": 1, "b": ["x"]}) != protocol.content_digest(changed)
+
+
+class TestChallenge:
+    def test_opens_until_it_expires(self):
+        challenge = protocol.issue_challenge(SECRET, now=NOW)
+        assert challenge.expires_at == NOW + timedelta(seconds=protocol.CHALLENGE_SECONDS)
+        opened = protocol.open_challenge(SECRET, challenge.token, now=challenge.expires_at - timedelta(seconds=1))
+        assert opened.nonce == challenge.nonce and opened.expires_at == challenge.expires_at
+
+    def test_each_challenge_is_new(self):
+        nonces = {protocol.issue_challenge(SECRET, now=NOW).nonce for _ in range(50)}
+        assert len(nonces) == 50
+
+    @pytest.mark.parametrize("after", [timedelta(0), timedelta(seconds=1), timedelta(days=1)])
+    def test_is_refused_from_its_expiry(self, after):
+        challenge = protocol.issue_challenge(SECRET, now=NOW)
+        with pytest.raises(InvalidTransaction, match="expired") as refused:
+            protocol.open_challenge(SECRET, challenge.token, now=challenge.expires_at + after)
+        assert (refused.value.status, refused.value.code, refused.value.field) == (403, "invalid-transaction", "challenge")
+
+    @pytest.mark.parametrize("index", [0, 5, 20, 24, 25, -1])  # version, nonce, expiry, MAC
+    def test_a_changed_byte_anywhere_is_refused(self, index):
+        token = protocol.issue_challenge(SECRET, now=NOW).token
+        with pytest.raises(InvalidTransaction, match="not one the fund issued"):
+            protocol.open_challenge(SECRET, flip(token, index), now=NOW)
+
+    def test_a_later_expiry_with_the_old_mac_is_refused(self):
+        raw = bytearray(unb64(protocol.issue_challenge(SECRET, now=NOW).token))
+        raw[17:25] = int((NOW + timedelta(days=365)).timestamp()).to_bytes(8, "big")
+        with pytest.raises(InvalidTransaction, match="not one the fund issued"):
+            protocol.open_challenge(SECRET, b64(bytes(raw)), now=NOW)
+
+    def test_a_challenge_made_with_another_key_is_refused(self):
+        forged = protocol.issue_challenge(os.urandom(32), now=NOW)
+        with pytest.raises(InvalidTransaction, match="not one the fund issued"):
+            protocol.open_challenge(SECRET, forged.token, now=NOW)
+
+    @pytest.mark.parametrize("token", ["", "challenge-token", "é" * 55, "AAAA", "A" * 200])
+    def test_garbage_is_refused(self, token):
+        with pytest.raises(InvalidTransaction):
+            protocol.open_challenge(SECRET, token, now=NOW)
+
+
+class TestSignParseVerify:
+    def test_round_trip_with_two_cards(self, patient, doctor):
+        tx = transaction(patient, doctor)
+        jws_json = protocol.sign(tx, [patient, doctor])
+        assert json.loads(unb64(jws_json["payload"])) == tx.claims()
+        assert unb64(jws_json["payload"]) == protocol.canonical(tx.claims())
+        signed = protocol.parse(jws_json)
+        assert signed.transaction == tx
+        assert signed.signers == (patient.serial, doctor.serial)
+        protocol.verify(signed, keys_of(patient, doctor))
+
+    def test_a_hand_built_jws_verifies_the_same(self, patient, doctor):
+        tx = transaction(patient, doctor)
+        signed = protocol.parse(hand_signed(tx.payload(), [doctor, patient]))
+        assert signed.signers == (doctor.serial, patient.serial)
+        protocol.verify(signed, keys_of(patient, doctor))
+
+    def test_envelope_carries_the_content_beside_the_signature(self, patient, doctor):
+        content = {"kind": "consultation", "lines": [{"code": "C"}]}
+        body = protocol.envelope(transaction(patient, doctor), content, [patient, doctor])
+        assert body["content"] == content
+        assert protocol.parse(body["transaction"]).transaction.content_digest == protocol.content_digest(content)
+
+    def test_the_offline_form_has_a_client_key_and_no_challenge(self, patient, doctor):
+        tx = transaction(patient, doctor, challenge=None, client_key="3f2b9c1e4d5a")
+        assert "challenge" not in tx.claims() and tx.claims()["client_key"] == "3f2b9c1e4d5a"
+        assert protocol.parse(protocol.sign(tx, [patient, doctor])).transaction == tx
+
+    def test_a_flipped_signature_byte_is_refused(self, patient, doctor):
+        jws_json = protocol.sign(transaction(patient, doctor), [patient, doctor])
+        jws_json["signatures"][1]["signature"] = flip(jws_json["signatures"][1]["signature"], 10)
+        with pytest.raises(InvalidTransaction, match="does not verify"):
+            protocol.verify(protocol.parse(jws_json), keys_of(patient, doctor))
+
+    def test_a_signature_moved_to_another_cards_header_is_refused(self, patient, doctor):
+        jws_json = protocol.sign(transaction(patient, doctor), [patient, doctor])
+        first, second = jws_json["signatures"]
+        first["signature"], second["signature"] = second["signature"], first["signature"]
+        with pytest.raises(InvalidTransaction, match="does not verify"):
+            protocol.verify(protocol.parse(jws_json), keys_of(patient, doctor))
+
+    def test_a_signature_moved_from_another_transaction_is_refused(self, patient, doctor):
+        one = protocol.sign(transaction(patient, doctor), [patient, doctor])
+        other = protocol.sign(transaction(patient, doctor, challenge="another-challenge"), [patient, doctor])
+        one["signatures"][0] = other["signatures"][0]
+        with pytest.raises(InvalidTransaction, match="does not verify"):
+            protocol.verify(protocol.parse(one), keys_of(patient, doctor))
+
+    def test_a_card_signing_under_another_cards_serial_is_refused(self, patient, doctor, stranger):
+        tx = transaction(patient, doctor)
+        jws_json = hand_signed(tx.payload(), [stranger, doctor], kids=[patient.serial, doctor.serial])
+        signed = protocol.parse(jws_json)
+        assert signed.signers == (patient.serial, doctor.serial)  # what it claims …
+        with pytest.raises(InvalidTransaction, match="does not verify"):
+            protocol.verify(signed, keys_of(patient, doctor))  # … is not what the keys say
+
+    def test_an_unprotected_kid_cannot_redirect_the_key(self, patient, doctor, stranger):
+        tx = transaction(patient, doctor)
+        jws_json = hand_signed(tx.payload(), [stranger, doctor], kids=[patient.serial, doctor.serial])
+        jws_json["signatures"][0]["header"] = {"kid": stranger.serial}
+        with pytest.raises(InvalidTransaction):
+            protocol.verify(protocol.parse(jws_json), {**keys_of(patient, doctor), **keys_of(stranger)})
+
+    def test_the_keys_must_be_exactly_the_signers(self, patient, doctor, stranger):
+        signed = protocol.parse(protocol.sign(transaction(patient, doctor), [patient, doctor]))
+        for keys in (keys_of(doctor), keys_of(patient, doctor, stranger), keys_of(stranger, doctor)):
+            with pytest.raises(InvalidTransaction):
+                protocol.verify(signed, keys)
+
+    def test_a_payload_re_encoded_non_canonically_is_refused_even_when_signed(self, patient, doctor):
+        tx = transaction(patient, doctor)
+        for payload in (json.dumps(tx.claims()).encode(),  # spaces after separators
+                        json.dumps(dict(reversed(tx.claims().items())), separators=(",", ":")).encode(),
+                        tx.payload() + b"\n"):
+            assert json.loads(payload) == tx.claims()
+            with pytest.raises(InvalidInput, match="canonical") as refused:
+                protocol.parse(hand_signed(payload, [patient, doctor]))
+            assert refused.value.field == "transaction.payload"
+
+    def test_unknown_fields_are_refused_even_when_signed(self, patient, doctor):
+        claims = {**transaction(patient, doctor).claims(), "amount_millimes": 18000}
+        with pytest.raises(InvalidInput, match="amount_millimes"):
+            protocol.parse(hand_signed(protocol.canonical(claims), [patient, doctor]))
+
+    @pytest.mark.parametrize(("change", "field"), [
+        ({"v": "labes-tx/2"}, "transaction.payload.v"),
+        ({"action": "pay-me"}, "transaction.payload.action"),
+        ({"time": "2026-03-02T09:30:00+01:00"}, "transaction.payload.time"),
+        ({"time": "2026-03-02T09:30:00.5Z"}, "transaction.payload.time"),
+        ({"facility": ""}, "transaction.payload.facility"),
+        ({"professional_card": 300000000429}, "transaction.payload.professional_card"),
+        ({"patient_card": None}, "transaction.payload.patient_card"),
+    ])
+    def test_a_payload_not_exactly_in_our_format_is_refused(self, patient, doctor, change, field):
+        claims = {**transaction(patient, doctor).claims(), **change}
+        with pytest.raises(InvalidInput) as refused:
+            protocol.parse(hand_signed(protocol.canonical(claims), [patient, doctor]))
+        assert refused.value.field == field
+
+    def test_a_payload_without_a_required_field_is_refused(self, patient, doctor):
+        claims = transaction(patient, doctor).claims()
+        del claims["content_digest"]
+        with pytest.raises(InvalidInput, match="content_digest"):
+            protocol.parse(hand_signed(protocol.canonical(claims), [patient, doctor]))
+
+    def test_the_same_card_signing_twice_is_refused(self, patient, doctor):
+        jws_json = hand_signed(transaction(patient, doctor).payload(), [doctor, doctor])
+        with pytest.raises(InvalidInput, match="same card signed twice") as refused:
+            protocol.parse(jws_json)
+        assert refused.value.field == "transaction.signatures"
+
+    @pytest.mark.parametrize("header", [{"alg": "none", "kid": "x"}, {"alg": "HS256", "kid": "x"}, {"alg": "ES256"},
+                                        {"alg": "ES256", "kid": 300000000429}, ["ES256"]])
+    def test_a_signature_must_be_es256_and_name_its_card(self, patient, doctor, header):
+        jws_json = protocol.sign(transaction(patient, doctor), [patient, doctor])
+        jws_json["signatures"][0]["protected"] = b64(json.dumps(header).encode())
+        with pytest.raises(InvalidInput) as refused:
+            protocol.parse(jws_json)
+        assert refused.value.field == "transaction.signatures.0"
+
+    @pytest.mark.parametrize("value", [None, "eyJ.x.y", {}, {"payload": "e30", "signatures": []},
+                                       {"payload": 1, "signatures": [{}]}, {"payload": "e30", "signatures": [{}]},
+                                       {"payload": "!!", "signatures": [{"protected": "e30", "signature": ""}]}])
+    def test_what_is_not_a_general_json_jws_is_refused(self, value):
+        with pytest.raises(InvalidInput):
+            protocol.parse(value)
