@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+from contextlib import asynccontextmanager
 import re
 import time
 import uuid
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
@@ -37,7 +39,16 @@ def create_app(settings: Settings | None = None, factory: sessionmaker[Session] 
     """Build the Labes API for `settings` and the session `factory` (defaults: the environment's)."""
     settings = settings or get_settings()
     configure_logging(settings.log_level)
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        # Handlers are synchronous (SQLAlchemy sessions) and run on AnyIO's worker threads. A few threads
+        # per process keep the database busy; many only queue on the GIL, and a thread that holds a
+        # database lock (the audit chain's) then waits for the interpreter while others wait for it.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
+        yield
+
     app = FastAPI(
+        lifespan=lifespan,
         title="Labes",
         version=__version__,
         summary="Electronic data interchange for a national health-insurance fund.",
