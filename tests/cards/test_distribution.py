@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
+from labes import pdf
 from labes.cards import distribution, manifests, points, service
 from labes.cards.desk_routes import router as desk_router
 from labes.cards.distribution import choose_destination
@@ -275,12 +276,12 @@ class TestBatches:
         bare_card(session, person)
         [batch] = distribution.build_batches(session, actor=ACTOR, now=NOW).batches
         monkeypatch.setenv("LABES_PDF_FONT", str(tmp_path / "missing.ttf"))
-        manifests._fonts.cache_clear()
+        pdf.fonts.cache_clear()
         try:
-            with caplog.at_level(logging.WARNING, logger="labes.cards.manifests"):
+            with caplog.at_level(logging.WARNING, logger="labes.pdf"):
                 _, pdf_path = manifests.write_manifest(session, batch, tmp_path)
         finally:
-            manifests._fonts.cache_clear()
+            pdf.fonts.cache_clear()
         assert pdf_path.read_bytes().startswith(b"%PDF") and b"DejaVu" not in pdf_path.read_bytes()
         assert "Latin script only" in caplog.text
 

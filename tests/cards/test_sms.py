@@ -85,8 +85,8 @@ def issue(session, authority, *, cin=None, person_id=None, now=None) -> Card:
 
 
 def move(session, card: Card, *events: str, point=None, now=None) -> Card:
-    for event in events:
-        service.move(session, actor=ACTOR, card=card, event=event, point=point, now=now)
+    for step in events:
+        service.move(session, actor=ACTOR, card=card, event=step, point=point, now=now)
     return card
 
 

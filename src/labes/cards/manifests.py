@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import lru_cache
 from pathlib import Path
 
-from fpdf import FPDF
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+
+from labes.pdf import BilingualPDF
 
 from labes.cards.distribution import TUNIS
 from labes.cards.models import Batch, Card, PickupPoint
@@ -29,7 +28,6 @@ from labes.registry.text import has_arabic
 
 log = logging.getLogger("labes.cards.manifests")
 
-DEFAULT_FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
 CSV_COLUMNS = ("serial", "holder_name", "card_type", "governorate")
 TYPE_LABELS = {"labes": ("Labes", "لاباس"), "amen": ("Amen", "أمان"), "professional": ("Professionnelle", "مهنية")}
 POINT_LABELS = {"post_office": ("Bureau de poste", "مكتب بريد"), "fund_centre": ("Centre régional CNAM", "مركز جهوي"),
@@ -116,61 +114,10 @@ def write_csv(manifest: Manifest, path: Path) -> None:
 # ---------------------------------------------------------------- PDF
 
 
-@lru_cache
-def _fonts() -> tuple[str, str] | None:
-    """Return the (regular, bold) font files for Arabic and Latin, or None to fall back to Latin only."""
-    regular = Path(os.environ.get("LABES_PDF_FONT", DEFAULT_FONT))
-    if not regular.is_file():
-        log.warning("manifest font %s not found: manifests are written in Latin script only, without Arabic "
-                    "(install fonts-dejavu-core or set LABES_PDF_FONT)", regular)
-        return None
-    try:
-        import uharfbuzz  # noqa: F401  (fpdf2 shapes Arabic with it)
-    except ImportError:
-        log.warning("uharfbuzz is not installed: Arabic cannot be shaped, so manifests are written in Latin "
-                    "script only")
-        return None
-    bold = regular.with_name(regular.stem + "-Bold" + regular.suffix)
-    return str(regular), str(bold if bold.is_file() else regular)
-
-
-class _ManifestPDF(FPDF):
+class _ManifestPDF(BilingualPDF):
     def __init__(self, manifest: Manifest, pages: int) -> None:
-        super().__init__(orientation="P", unit="mm", format="A4")
+        super().__init__(title=f"Bordereau {manifest.number}", margins=(12, 12, 12))
         self.manifest, self.pages_total = manifest, pages
-        self.set_margins(12, 12, 12)
-        self.set_auto_page_break(False)
-        self.set_creator("Labes")
-        self.set_title(f"Bordereau {manifest.number}")
-        fonts = _fonts()
-        self.arabic = fonts is not None
-        if fonts:
-            self.add_font("body", "", fonts[0])
-            self.add_font("body", "B", fonts[1])
-            self.set_text_shaping(True)
-            self.family = "body"
-        else:
-            self.family = "helvetica"
-
-    # Text helpers: in Latin-only mode, Arabic is left out and other text is reduced to Latin-1.
-    def ar(self, text: str | None) -> str:
-        return (text or "") if self.arabic else ""
-
-    def lat(self, text: str | None) -> str:
-        text = text or ""
-        return text if self.arabic else text.encode("latin-1", "replace").decode("latin-1")
-
-    def font(self, size: float, bold: bool = False) -> None:
-        self.set_font(self.family, "B" if bold else "", size)
-
-    def pair(self, y: float, french: str, arabic: str, *, size: float = 10, bold: bool = False, h: float = 6) -> None:
-        """One line with French on the left and Arabic on the right."""
-        self.font(size, bold)
-        width = self.epw / 2
-        self.set_xy(self.l_margin, y)
-        self.cell(width, h, self.lat(french), align="L")
-        self.set_xy(self.l_margin + width, y)
-        self.cell(width, h, self.ar(arabic), align="R")
 
     def footer(self) -> None:
         self.set_y(-12)

@@ -20,12 +20,10 @@ import hashlib
 import io
 import json
 import logging
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +31,10 @@ import rfc8785
 import segno
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from fpdf import FPDF
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+
+from labes.pdf import BilingualPDF
 
 from labes.cards.crypto import Authority, raw_signature, verify_raw
 from labes.claims.payments import statements_of
@@ -47,7 +46,6 @@ log = logging.getLogger("labes.claims.certificates")
 CODE_PREFIX = "LBTX1"
 DATA_VERSION = 1
 ATTACHMENT = "certificate.json"
-DEFAULT_FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
 REGIME_LABELS = {"actual": ("Régime réel", "النظام الحقيقي"), "flat": ("Régime forfaitaire", "النظام التقديري")}
 
 
@@ -219,23 +217,6 @@ def attached_data(pdf: bytes) -> bytes:
 # ---------------------------------------------------------------- PDF
 
 
-@lru_cache
-def _fonts() -> tuple[str, str] | None:
-    """Return the (regular, bold) font files for Arabic and Latin, or None to fall back to Latin only."""
-    regular = Path(os.environ.get("LABES_PDF_FONT", DEFAULT_FONT))
-    if not regular.is_file():
-        log.warning("certificate font %s not found: certificates are written without Arabic "
-                    "(install fonts-dejavu-core or set LABES_PDF_FONT)", regular)
-        return None
-    try:
-        import uharfbuzz  # noqa: F401  (fpdf2 shapes Arabic with it)
-    except ImportError:
-        log.warning("uharfbuzz is not installed: Arabic cannot be shaped, so certificates are written without Arabic")
-        return None
-    bold = regular.with_name(regular.stem + "-Bold" + regular.suffix)
-    return str(regular), str(bold if bold.is_file() else regular)
-
-
 def _amount(millimes: int, thousands: str = " ") -> str:
     """Format millimes as dinars, e.g. `1 234.567`; Arabic text takes no separator (bidi would split the number)."""
     sign = "-" if millimes < 0 else ""
@@ -247,44 +228,12 @@ def _day(value: date) -> str:
     return value.strftime("%d/%m/%Y")
 
 
-class _CertificatePDF(FPDF):
+class _CertificatePDF(BilingualPDF):
     BOTTOM = 284.0  # the footer starts 12 mm from the bottom edge
 
     def __init__(self, certificate: Certificate) -> None:
-        super().__init__(orientation="P", unit="mm", format="A4")
+        super().__init__(title=f"Certificat de retenue à la source {certificate.id}", margins=(15, 12, 15))
         self.certificate = certificate
-        self.set_margins(15, 12, 15)
-        self.set_auto_page_break(False)
-        self.set_creator("Labes")
-        self.set_title(f"Certificat de retenue à la source {certificate.id}")
-        fonts = _fonts()
-        self.arabic = fonts is not None
-        if fonts:
-            self.add_font("body", "", fonts[0])
-            self.add_font("body", "B", fonts[1])
-            self.set_text_shaping(True)
-            self.family = "body"
-        else:
-            self.family = "helvetica"
-
-    def ar(self, text: str | None) -> str:
-        return (text or "") if self.arabic else ""
-
-    def lat(self, text: str | None) -> str:
-        text = text or ""
-        return text if self.arabic else text.encode("latin-1", "replace").decode("latin-1")
-
-    def font(self, size: float, bold: bool = False) -> None:
-        self.set_font(self.family, "B" if bold else "", size)
-
-    def pair(self, y: float, french: str, arabic: str, *, size: float = 10, bold: bool = False, h: float = 6) -> None:
-        """One line with French on the left and Arabic on the right."""
-        self.font(size, bold)
-        width = self.epw / 2
-        self.set_xy(self.l_margin, y)
-        self.cell(width, h, self.lat(french), align="L")
-        self.set_xy(self.l_margin + width, y)
-        self.cell(width, h, self.ar(arabic), align="R")
 
     def field(self, y: float, french: str, value: str | None, arabic: str, *, value_ar: str | None = None,
               bold: bool = False) -> float:
