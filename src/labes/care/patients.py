@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Uuid, bindparam, func, literal, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from labes.care.models import FamilyUsage
@@ -53,9 +53,11 @@ class PatientFile:
 
 # Built once: at the point of care these run thousands of times a second, and plain rows (not ORM
 # objects) are all a rights check needs. Each is one indexed read by primary or foreign key.
-_FAMILY_OF = (select(Member.id.label("member_id"), literal(None, Uuid).label("dependant_id"))
-              .where(Member.person_id == bindparam("person_id"))
-              .union_all(select(Dependant.member_id, Dependant.id).where(Dependant.person_id == bindparam("person_id"))))
+_FAMILIES_OF = (select(Member.id).where(Member.person_id == bindparam("person_id"))
+                .union_all(select(Dependant.member_id).where(Dependant.person_id == bindparam("person_id"))))
+_AS_DEPENDANT = (select(Dependant.id).where(Dependant.person_id == bindparam("person_id"),
+                                            Dependant.member_id == Member.id)
+                 .correlate(Member).limit(1).scalar_subquery())
 _LATEST_SCHEME = (select(func.max(CoveragePeriod.start_date))
                   .where(CoveragePeriod.member_id == Member.id, CoveragePeriod.start_date <= bindparam("on"))
                   .correlate(Member).scalar_subquery())
@@ -63,12 +65,12 @@ _HEAD = (select(Member.id, Member.person_id, Member.social_id, Member.regime, Me
                 Member.affiliation_end, Person.death_date, CoveragePeriod.scheme,
                 Professional.id.label("doctor_id"), Professional.licence.label("doctor_licence"),
                 Professional.name_lat.label("doctor_name"),
-                FamilyUsage.ceiling_used_millimes, FamilyUsage.copay_used_millimes)
+                FamilyUsage.ceiling_used_millimes, FamilyUsage.copay_used_millimes, _AS_DEPENDANT.label("dependant_id"))
          .join(Person, Person.id == Member.person_id)
          .outerjoin(CoveragePeriod, (CoveragePeriod.member_id == Member.id) & (CoveragePeriod.start_date == _LATEST_SCHEME))
          .outerjoin(Professional, Professional.id == CoveragePeriod.family_doctor_id)
          .outerjoin(FamilyUsage, (FamilyUsage.member_id == Member.id) & (FamilyUsage.year == bindparam("year")))
-         .where(Member.id == bindparam("member_id")))
+         .where(Member.id.in_(_FAMILIES_OF)).limit(1))
 _DEPENDANTS = (select(Dependant.id, Dependant.relationship, Dependant.rank, Dependant.student_until, Dependant.disabled,
                       Dependant.unmarried_no_income, Dependant.start_date, Dependant.end_date, Person.sex,
                       Person.birth_date, Person.death_date)
@@ -92,18 +94,18 @@ class FamilyDoctor:
 def patient_file(session: Session, *, person: Person, on: date) -> PatientFile:
     """Assemble the patient's file on `on` (rights computed now: nothing is stored, nothing needs renewing).
 
-    Five indexed reads whatever the population: which family; the family's head with its care scheme,
-    family doctor and usage; the family's dependants; the patient's chronic diseases; the Amen household.
+    Four indexed reads whatever the population: the family's head (found from the patient, a member or a
+    dependant) with its care scheme, family doctor and usage; the family's dependants; the patient's chronic
+    diseases; the Amen household.
     """
     connection = session.connection()
-    family = connection.execute(_FAMILY_OF, {"person_id": person.id}).first()
+    member = connection.execute(_HEAD, {"person_id": person.id, "on": on, "year": on.year}).first()
 
     covered, reason, until = False, "Not registered as an insured member or a dependant.", None
     role, rank = "amen", 0
-    member, scheme, doctor = None, None, None
+    scheme, doctor = None, None
     family_size, parents = 0, 0
-    if family is not None:
-        member = connection.execute(_HEAD, {"member_id": family.member_id, "on": on, "year": on.year}).one()
+    if member is not None:
         holder_rights = registry_rules.member_rights(
             status=member.status, affiliation_start=member.affiliation_start, affiliation_end=member.affiliation_end,
             on=on, death_date=member.death_date)
@@ -111,7 +113,7 @@ def patient_file(session: Session, *, person: Person, on: date) -> PatientFile:
         own = None
         for other in connection.execute(_DEPENDANTS, {"member_id": member.id}):
             rights_of_other = dependant_rights(other, other, on)
-            if other.id == family.dependant_id:
+            if other.id == member.dependant_id:
                 own, role, rank = rights_of_other, other.relationship, other.rank
             if holder_rights.covered and rights_of_other.covered:
                 family_size += 1

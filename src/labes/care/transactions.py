@@ -60,18 +60,19 @@ def _labelled(prefix: str, columns) -> list:
 
 
 # Built once, read as plain rows: the gate runs on every point-of-care request, and ORM objects cost more
-# than the round trips. Each card comes with its holder (a person or a professional) in the same read.
+# than the round trips. One read brings each card with its holder (a person or a professional), the
+# facility named in the transaction, and whether the professional practises there.
 _CARDS = (select(*_labelled("card", (Card.id, Card.serial, Card.card_type, Card.state, Card.public_key,
                                      Card.last_used_at)),
-                 *_labelled("person", Person.__table__.c), *_labelled("professional", Professional.__table__.c))
+                 *_labelled("person", Person.__table__.c), *_labelled("professional", Professional.__table__.c),
+                 *_labelled("facility", Facility.__table__.c), Practice.id.label("practice__id"))
           .select_from(Card)
           .outerjoin(Person, Person.id == Card.holder_person_id)
           .outerjoin(Professional, Professional.id == Card.holder_professional_id)
-          .where(Card.serial.in_(bindparam("serials", expanding=True))))
-_PLACE = (select(*_labelled("facility", Facility.__table__.c), Practice.id.label("practice__id"))
+          .outerjoin(Facility, Facility.code == bindparam("facility"))
           .outerjoin(Practice, (Practice.facility_id == Facility.id)
-                     & (Practice.professional_id == bindparam("professional_id")))
-          .where(Facility.code == bindparam("code")))
+                     & (Practice.professional_id == Card.holder_professional_id))
+          .where(Card.serial.in_(bindparam("serials", expanding=True))))
 
 
 def _rows(session: Session, statement, parameters: dict[str, Any]) -> list[SimpleNamespace]:
@@ -186,7 +187,7 @@ def accept(session: Session, *, body: dict[str, Any], action: str, secret: bytes
     if tx.time - now > protocol.CLOCK_SKEW:
         raise InvalidTransaction("The transaction is dated in the future.", field="transaction.payload.time")
 
-    found = {row.serial: row for row in _rows(session, _CARDS, {"serials": sorted(expected)})}
+    found = {row.serial: row for row in _rows(session, _CARDS, {"serials": sorted(expected), "facility": tx.facility})}
     professional_card = _card(found, tx.professional_card, "professional")
     patient_card = _card(found, tx.patient_card, "patient") if tx.patient_card else None
     for card in filter(None, (professional_card, patient_card)):
@@ -197,12 +198,10 @@ def accept(session: Session, *, body: dict[str, Any], action: str, secret: bytes
     if tx.challenge is not None:
         _use_challenge(session, secret=secret, token=tx.challenge, now=now)
 
-    professional = professional_card.professional
-    place = _rows(session, _PLACE, {"code": tx.facility, "professional_id": professional.id})
-    if not place:
+    professional, facility = professional_card.professional, professional_card.facility
+    if facility is None:
         raise NotFound(f"No facility with the code {tx.facility}.", field="transaction.payload.facility")
-    facility = place[0].facility
-    if place[0].practice_id is None:
+    if professional_card.practice_id is None:
         raise InvalidTransaction(f"{professional.name_lat} is not registered to practise at {facility.name_lat} "
                                  f"({facility.code}).", field="transaction.payload.facility")
     if professional.kind not in ACTORS_BY_ACTION[action]:
