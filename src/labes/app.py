@@ -41,9 +41,10 @@ def create_app(settings: Settings | None = None, factory: sessionmaker[Session] 
     configure_logging(settings.log_level)
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
-        # Handlers are synchronous (SQLAlchemy sessions) and run on AnyIO's worker threads. A few threads
-        # per process keep the database busy; many only queue on the GIL, and a thread that holds a
-        # database lock (the audit chain's) then waits for the interpreter while others wait for it.
+        # Handlers are synchronous (SQLAlchemy sessions) and run on AnyIO's worker threads. On PostgreSQL a
+        # few threads per process keep the database busy; many only queue on the GIL while one of them holds
+        # the audit chain's lock. SQLite takes its write lock at a request's first read, in a dependency's
+        # thread, so there the default (AnyIO's 40) keeps a thread free for the request that holds it.
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
         yield
 

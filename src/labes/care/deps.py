@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import Depends, Request
@@ -12,7 +13,6 @@ from labes.cards.crypto import KeysMissing
 from labes.care import transactions
 from labes.care.transactions import Verified
 from labes.errors import LabesError
-from labes.security.deps import DbSession
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -40,21 +40,40 @@ def challenge_secret(request: Request) -> bytes:
         raise KeysNotReady(str(exc)) from None
 
 
+@dataclass(frozen=True)
+class SignedAction:
+    """A signed request, read but not yet checked: `accept(session)` checks it inside the handler's transaction.
+
+    The checks read the database and write (the challenge's use, a card's first use), so they run in the
+    same thread and transaction as the action itself: a dependency would run in its own thread, and a
+    transaction holding row locks while it waits for the next free thread can stall every other one.
+    """
+
+    body: dict[str, Any]
+    action: str
+    secret: bytes
+    patient: str
+    freshness: str
+
+    def accept(self, session) -> Verified:
+        return transactions.accept(session, body=self.body, action=self.action, secret=self.secret,
+                                   patient=self.patient, freshness=self.freshness)
+
+
 class CardSigned:
-    """Dependency: accept the request only if the cards' signatures, the challenge, the card states and the practice check out."""
+    """Dependency: a request signed by the cards, for `action`; its handler calls `accept(session)` first."""
 
     def __init__(self, action: str, *, patient: Literal["required", "optional", "none"] = "required",
                  freshness: Literal["challenge", "challenge-or-client-key"] = "challenge") -> None:
         self.action, self.patient, self.freshness = action, patient, freshness
 
-    def __call__(self, request: Request, body: SignedRequest, session: DbSession) -> Verified:
-        return transactions.accept(session, body=body.model_dump(), action=self.action, secret=challenge_secret(request),
-                                   patient=self.patient, freshness=self.freshness)
+    def __call__(self, request: Request, body: SignedRequest) -> SignedAction:
+        return SignedAction(body.model_dump(), self.action, challenge_secret(request), self.patient, self.freshness)
 
 
 def card_signed(action: str, **options: Any):
-    """Annotated alias for a verified transaction: `verified: card_signed("rights-check")`."""
-    return Annotated[Verified, Depends(CardSigned(action, **options))]
+    """Annotated alias for a signed request: `signed: card_signed("rights-check")`, then `signed.accept(session)`."""
+    return Annotated[SignedAction, Depends(CardSigned(action, **options))]
 
 
 def content_as(model: type[M], verified: Verified) -> M:

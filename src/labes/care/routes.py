@@ -34,16 +34,18 @@ def new_challenge(request: Request) -> dict[str, Any]:
 
 
 @router.post("/rights-checks", openapi_extra=CARD)
-def rights_check(session: DbSession, verified: card_signed("rights-check")) -> dict[str, Any]:
+def rights_check(session: DbSession, signed: card_signed("rights-check")) -> dict[str, Any]:
     """Check the rights of the patient whose card signed, with the price of the standard act here."""
+    verified = signed.accept(session)
     content = content_as(RightsCheckContent, verified)
     return rights.check(session, verified=verified, act=content.act)
 
 
 @router.post("/care-sheets", status_code=status.HTTP_201_CREATED, openapi_extra=CARD)
 def submit_care_sheet(response: Response, session: DbSession,
-                      verified: card_signed("care-sheet", freshness="challenge-or-client-key")) -> dict[str, Any]:
+                      signed: card_signed("care-sheet", freshness="challenge-or-client-key")) -> dict[str, Any]:
     """Send a care sheet signed by both cards; it is adjudicated at once. The same client key answers 200 with the same sheet."""
+    verified = signed.accept(session)
     content = content_as(CareSheetContent, verified)
     known = sheets.find_by_client_key(session, content.client_key)
     sheet = sheets.submit(session, verified=verified, content=content)
@@ -54,15 +56,17 @@ def submit_care_sheet(response: Response, session: DbSession,
 
 @router.post("/care-sheets/{number}/corrections", openapi_extra=CARD)
 def correct_care_sheet(number: str, session: DbSession,
-                       verified: card_signed("care-sheet-correction", freshness="challenge-or-client-key")) -> dict[str, Any]:
+                       signed: card_signed("care-sheet-correction", freshness="challenge-or-client-key")) -> dict[str, Any]:
     """Resubmit a rejected care sheet, corrected, under its own number."""
+    verified = signed.accept(session)
     content = content_as(CareSheetContent, verified)
     return _sheet_answer(session, sheets.correct(session, number=number, verified=verified, content=content))
 
 
 @router.post("/care-sheets/status", openapi_extra=CARD)
-def care_sheet_status(session: DbSession, verified: card_signed("care-sheet-status", patient="none")) -> dict[str, Any]:
+def care_sheet_status(session: DbSession, signed: card_signed("care-sheet-status", patient="none")) -> dict[str, Any]:
     """The statuses of this facility's care sheets (by number, or since a day), with the fund's payment deadlines."""
+    verified = signed.accept(session)
     content = content_as(StatusQueryContent, verified)
     found = sheets.status_for_provider(session, verified=verified, numbers=content.numbers, since=content.since)
     today = verified.now.date()
@@ -81,8 +85,9 @@ def _sheet_answer(session, sheet) -> dict[str, Any]:
 
 
 @router.post("/prescriptions", status_code=status.HTTP_201_CREATED, openapi_extra=CARD)
-def prescribe(session: DbSession, verified: card_signed("prescribe")) -> dict[str, Any]:
+def prescribe(session: DbSession, signed: card_signed("prescribe")) -> dict[str, Any]:
     """Issue an e-prescription signed by the prescriber's and the patient's cards; the answer carries the QR code once."""
+    verified = signed.accept(session)
     content = content_as(PrescriptionContent, verified)
     issued = prescriptions.prescribe(session, verified=verified, content=content)
     return {**prescriptions.view(session, issued.prescription, today=verified.care_day),
@@ -90,16 +95,18 @@ def prescribe(session: DbSession, verified: card_signed("prescribe")) -> dict[st
 
 
 @router.post("/prescriptions/open", openapi_extra=CARD)
-def open_prescription(session: DbSession, verified: card_signed("prescription-open", patient="optional")) -> dict[str, Any]:
+def open_prescription(session: DbSession, signed: card_signed("prescription-open", patient="optional")) -> dict[str, Any]:
     """Open a prescription at this pharmacy with the patient's card or the QR's access code; it is held here."""
+    verified = signed.accept(session)
     content = content_as(PrescriptionOpenContent, verified)
     prescription = prescriptions.open_at_pharmacy(session, verified=verified, content=content)
     return prescriptions.view(session, prescription, today=verified.care_day)
 
 
 @router.post("/prescriptions/cancel", openapi_extra=CARD)
-def cancel_prescription(session: DbSession, verified: card_signed("prescription-cancel", patient="none")) -> dict[str, Any]:
+def cancel_prescription(session: DbSession, signed: card_signed("prescription-cancel", patient="none")) -> dict[str, Any]:
     """Cancel a prescription (its prescriber only)."""
+    verified = signed.accept(session)
     content = content_as(PrescriptionCancelContent, verified)
     prescription = prescriptions.cancel(session, verified=verified, content=content)
     return prescriptions.view(session, prescription, today=verified.care_day)
@@ -107,8 +114,9 @@ def cancel_prescription(session: DbSession, verified: card_signed("prescription-
 
 @router.post("/dispensations", status_code=status.HTTP_201_CREATED, openapi_extra=CARD)
 def dispense(response: Response, session: DbSession,
-             verified: card_signed("dispense", patient="optional")) -> dict[str, Any]:
+             signed: card_signed("dispense", patient="optional")) -> dict[str, Any]:
     """Dispense against a prescription and send the care sheet; the same client key answers 200 with the same result."""
+    verified = signed.accept(session)
     content = content_as(DispenseContent, verified)
     known = sheets.find_by_client_key(session, content.client_key)
     result = dispensing.dispense(session, verified=verified, content=content)
@@ -120,8 +128,9 @@ def dispense(response: Response, session: DbSession,
 
 
 @router.post("/approvals", status_code=status.HTTP_201_CREATED, openapi_extra=CARD)
-def request_approval(session: DbSession, verified: card_signed("approval-request")) -> dict[str, Any]:
+def request_approval(session: DbSession, signed: card_signed("approval-request")) -> dict[str, Any]:
     """Ask the fund for prior approval of a listed act or drug for the patient whose card signed."""
+    verified = signed.accept(session)
     content = content_as(ApprovalRequestContent, verified)
     approval = approvals.request(session, verified=verified, code=content.code, quantity=content.quantity,
                                  justification=content.justification, diagnoses=content.diagnoses)

@@ -15,8 +15,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import ValidationError
 
 from labes import __version__
-from labes.care.deps import CardSigned, SignedRequest
-from labes.care.transactions import Verified
+from labes.care.deps import CardSigned, SignedAction, SignedRequest
 from labes.errors import NotFound
 from labes.fhir import mapping, service
 from labes.fhir.outcomes import FHIR_JSON, FhirResponse, FhirRoute, InvalidResource, NotSupported
@@ -44,8 +43,7 @@ async def _json_body(request: Request) -> Any:
 class FhirSigned(CardSigned):
     """Dependency: the signed envelope read from any JSON body (`application/fhir+json` too), checked as the REST API does."""
 
-    def __call__(self, request: Request, body: Annotated[Any, Depends(_json_body)],  # type: ignore[override]
-                 session: DbSession) -> Verified:
+    def __call__(self, request: Request, body: Annotated[Any, Depends(_json_body)]) -> SignedAction:  # type: ignore[override]
         try:
             envelope = SignedRequest.model_validate(body)
         except ValidationError as exc:
@@ -53,11 +51,11 @@ class FhirSigned(CardSigned):
             raise InvalidResource("The body must be {\"transaction\": <JWS General JSON>, \"content\": <the FHIR "
                                   "resource>}: " + "; ".join(f"{e['field']}: {e['message']}" for e in errors),
                                   errors=errors) from None
-        return super().__call__(request, envelope, session)
+        return super().__call__(request, envelope)
 
 
 def fhir_signed(action: str, *, freshness: Literal["challenge", "challenge-or-client-key"] = "challenge"):
-    return Annotated[Verified, Depends(FhirSigned(action, freshness=freshness))]
+    return Annotated[SignedAction, Depends(FhirSigned(action, freshness=freshness))]
 
 
 def _base(request: Request) -> str:
@@ -119,16 +117,16 @@ def read_organization(code: str, session: DbSession, actor: ProvidersReader) -> 
 
 
 @router.post("/CoverageEligibilityRequest", openapi_extra=CARD)
-def check_rights(session: DbSession, verified: fhir_signed("rights-check")) -> FhirResponse:
+def check_rights(session: DbSession, signed: fhir_signed("rights-check")) -> FhirResponse:
     """A signed CoverageEligibilityRequest; the answer is a CoverageEligibilityResponse (rights, prices, ceiling)."""
-    return FhirResponse(service.check_rights(session, verified=verified))
+    return FhirResponse(service.check_rights(session, verified=signed.accept(session)))
 
 
 @router.post("/Claim", status_code=201, openapi_extra=CARD)
 def submit_claim(request: Request, session: DbSession,
-                 verified: fhir_signed("care-sheet", freshness="challenge-or-client-key")) -> FhirResponse:
+                 signed: fhir_signed("care-sheet", freshness="challenge-or-client-key")) -> FhirResponse:
     """A signed Claim, adjudicated at once; the answer is its ClaimResponse (200 with the same one for a known client key)."""
-    sheet, new = service.submit_claim(session, verified=verified)
+    sheet, new = service.submit_claim(session, verified=signed.accept(session))
     return FhirResponse(service.claim_response(session, sheet), status_code=201 if new else 200,
                         headers={"Location": f"{_base(request)}/Claim/{sheet.number}"})
 
