@@ -122,9 +122,9 @@ def prepare_cards(url: str, keys_dir: Path, cards_dir: Path, *, patients: int, d
     return terminals, patient_cards
 
 
-def start_server(url: str, keys_dir: Path, port: int, workers: int, pool: int) -> subprocess.Popen:
+def start_server(url: str, keys_dir: Path, port: int, workers: int, pool: int, threads: int) -> subprocess.Popen:
     env = {**os.environ, "LABES_DATABASE_URL": url, "LABES_KEYS_DIR": str(keys_dir), "LABES_LOG_LEVEL": "WARNING",
-           "LABES_DB_POOL_SIZE": str(pool)}
+           "LABES_DB_POOL_SIZE": str(pool), "LABES_WORKER_THREADS": str(threads)}
     labes = Path(sys.executable).with_name("labes")
     server = subprocess.Popen([str(labes), "serve", "--port", str(port), "--workers", str(workers)], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -195,6 +195,8 @@ def main() -> None:
     p.add_argument("--seconds", type=int, default=20, help="length of each timed phase")
     p.add_argument("--connections", type=int, default=32)
     p.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="server processes")
+    p.add_argument("--threads", type=int, default=None,
+                   help="LABES_WORKER_THREADS of each server process (default: 4 on PostgreSQL, 40 on SQLite)")
     p.add_argument("--patients", type=int, default=3000, help="patients given a card (a random sample)")
     p.add_argument("--doctors", type=int, default=20)
     p.add_argument("--rate", type=int, default=2500, help="signed requests prepared per second of each phase")
@@ -234,7 +236,9 @@ def main() -> None:
             session.connection().exec_driver_sql("ANALYZE")
             session.commit()
 
-    server = start_server(url, keys_dir, args.port, args.workers, pool=max(4, args.connections // args.workers + 2))
+    threads = args.threads or (4 if args.db == "postgresql" else 40)
+    server = start_server(url, keys_dir, args.port, args.workers, pool=max(threads, args.connections // args.workers + 2),
+                          threads=threads)
     base = f"http://127.0.0.1:{args.port}"
     results = {}
     try:
@@ -255,7 +259,7 @@ def main() -> None:
 
     rights, sheets, bare = results["rights-check"], results["care-sheet"], results["bare"]
     emit({"bench": "poc", "db": args.db, "members": args.members, "persons": persons, "patients_with_cards": len(patients),
-          "workers": args.workers, "connections": args.connections, "seconds": args.seconds,
+          "workers": args.workers, "threads": threads, "connections": args.connections, "seconds": args.seconds,
           "rights_checks_per_s": rights["per_s"], "rights_p50_ms": rights["p50_ms"], "rights_p99_ms": rights["p99_ms"],
           "rights_failed": rights["failed"],
           "care_sheets_per_s": sheets["per_s"], "care_sheets_p50_ms": sheets["p50_ms"],

@@ -232,6 +232,20 @@ def move(session: Session, *, actor: Actor, card: Card, event: str, point: Picku
     return card
 
 
+def first_use(session: Session, *, actor: Actor, card_id: uuid.UUID, now: datetime) -> bool:
+    """Put a delivered card in use at its first successful signature; say whether this call did it.
+
+    A guarded UPDATE: when a new card signs several transactions at once, one of them moves it, once.
+    """
+    moved = session.execute(update(Card).where(Card.id == card_id, Card.state == "delivered")
+                            .values(state="in_use", first_used_at=now).execution_options(synchronize_session=False))
+    if moved.rowcount != 1:
+        return False
+    card = session.get(Card, card_id, populate_existing=True)
+    _record(session, actor, card, "first_use", "delivered", "in_use", now=now)
+    return True
+
+
 def block(session: Session, *, actor: Actor, serial: str, reason: str, now: datetime | None = None) -> Card:
     """Block a card (lost, stolen, damaged, holder deceased, rights ended): it can never sign again."""
     if reason not in lifecycle.BLOCK_REASONS:

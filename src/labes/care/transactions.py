@@ -230,7 +230,7 @@ def _card(found: dict[str, SimpleNamespace], serial: str, role: str) -> SimpleNa
 
 def _mark_used(session: Session, actor: Actor, card: SimpleNamespace, now: datetime) -> None:
     if card.state == "delivered":
-        cards.move(session, actor=actor, card=session.get(Card, card.id), event="first_use", now=now)
+        cards.first_use(session, actor=actor, card_id=card.id, now=now)
     last = card.last_used_at
     if last is not None and last.tzinfo is None:
         last = last.replace(tzinfo=UTC)
