@@ -242,16 +242,16 @@ def main() -> None:
     base = f"http://127.0.0.1:{args.port}"
     results = {}
     try:
-        threads = 2
-        results["bare"] = wrk(f"{base}/healthz", seconds=args.seconds, connections=args.connections, threads=threads)
+        wrk_threads = 2
+        results["bare"] = wrk(f"{base}/healthz", seconds=args.seconds, connections=args.connections, threads=wrk_threads)
         scratch = Path(tempfile.mkdtemp(prefix="labes-poc-"))
         for action, path in (("rights-check", "/api/v1/care/rights-checks"), ("care-sheet", "/api/v1/care/care-sheets")):
             bodies = scratch / f"{action}.jsonl"
             prepared = time.perf_counter()
             signed_bodies(base, terminals, patients, action=action, count=args.rate * args.seconds, out=bodies)
             prepare_s = time.perf_counter() - prepared
-            results[action] = wrk(base + path, seconds=args.seconds, connections=args.connections, threads=threads,
-                                  script=lua_script(scratch, bodies, path, threads))
+            results[action] = wrk(base + path, seconds=args.seconds, connections=args.connections, threads=wrk_threads,
+                                  script=lua_script(scratch, bodies, path, wrk_threads))
             results[action]["prepare_s"] = round(prepare_s, 1)
     finally:
         os.killpg(server.pid, signal.SIGTERM)

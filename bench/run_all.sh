@@ -12,5 +12,9 @@ for db in postgresql sqlite; do
     $PY bench/lookup_bench.py --members $n --db $db --workdir $work --reuse | tail -1 > bench/out/lookup-$db-$n.json
   done
   $PY bench/cards_bench.py --cards 1000000 --db $db --workdir $work | tail -1 > bench/out/cards-$db-1000000.json
+  for n in 100000 1000000; do
+    # needs wrk (Debian package wrk) as the load generator
+    $PY bench/poc_bench.py --members $n --db $db --workdir $work-poc-$n --seconds 20 --rate 600 | tail -1 > bench/out/poc-$db-$n.json
+  done
 done
 cat bench/out/*.json
