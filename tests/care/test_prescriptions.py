@@ -128,6 +128,17 @@ class TestQuantities:
             assert answer["prescription_state"] == expected
         assert dispensed(session, rx["number"]) == [6]
 
+    def test_a_renewal_may_be_filled_at_another_pharmacy_but_not_a_fill_under_way(self, world, session, second_pharmacy):
+        rx = prescribe(world, {"code": AMOXICILLIN_1G, "quantity": 2, "renewals": 1})
+        world.pharmacy_terminal.dispense(rx["number"], [{"line_no": 1, "quantity": 1}], patient_card=world.cards["patient"])
+        refused(lambda: second_pharmacy.dispense(rx["number"], [{"line_no": 1, "quantity": 1}],
+                                                 patient_card=world.cards["patient"]), 409, "conflict")
+        world.pharmacy_terminal.dispense(rx["number"], [{"line_no": 1, "quantity": 1}], patient_card=world.cards["patient"])
+
+        renewal = second_pharmacy.dispense(rx["number"], [{"line_no": 1, "quantity": 2}], patient_card=world.cards["patient"])
+
+        assert renewal["prescription_state"] == "completed" and dispensed(session, rx["number"]) == [4]
+
     def test_renewals_do_not_allow_one_box_more(self, world, session):
         rx = prescribe(world, {"code": AMOXICILLIN_1G, "quantity": 2, "renewals": 2})
         before = counts(session)

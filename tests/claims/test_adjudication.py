@@ -376,6 +376,8 @@ class TestThirdPartySuspension:
         assert (before.fund_millimes, before.patient_millimes) == (during.fund_millimes, during.patient_millimes)
         assert (before.payment_due_days, during.payment_due_days) == (7, 30)
         assert "third_party_suspensions" in {step.rule for step in during.explanation}
+        # The sheet became a reimbursement file: reports by route count it so.
+        assert (before.route, during.route) == ("third_party", "reimbursement")
 
     def test_other_providers_and_public_pharmacies_are_not_suspended(self):
         on = date(2025, 12, 8)

@@ -84,8 +84,11 @@ def dispense(session: Session, *, verified: Verified, content: DispenseContent) 
         record.append({"line_no": item.line_no, "code": code, "prescribed_code": line.code, "quantity": item.quantity})
 
     before = prescription.state
-    prescription.dispenser_facility_id = verified.facility.id
     prescription.state = "completed" if all(rx.remaining(line) == 0 for line in by_no.values()) else "partly_dispensed"
+    # A pharmacy holds the prescription while a fill is under way; once every line's fill is complete, the
+    # renewals left may be filled at any pharmacy (with the patient's card: the paper's code was used once).
+    fill_done = all(line.dispensed % line.quantity == 0 for line in by_no.values())
+    prescription.dispenser_facility_id = None if fill_done and prescription.state != "completed" else verified.facility.id
     number = next_number(session, series="DS", year=verified.care_day.year)
     dispensation = Dispensation(number=number, prescription_id=prescription.id, facility_id=verified.facility.id,
                                 professional_id=verified.professional.id, at=verified.now, lines=record)

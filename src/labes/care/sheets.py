@@ -87,10 +87,11 @@ def _has_referral(session: Session, patient: PatientFile, *, care_date: date, pr
     # A referral names a specialty: it opens that specialty, not every specialist.
     to = func.lower(Visit.referral_to) == (professional.specialty or "").lower() \
         if professional.kind == "specialist" else Visit.referral_to.is_not(None)
-    return session.scalar(select(Visit.id).where(
+    # Only a visit the fund accepted counts: a rejected sheet's referral refers no one.
+    return session.scalar(select(Visit.id).join(CareSheet, CareSheet.visit_id == Visit.id).where(
         Visit.patient_person_id == patient.person.id, Visit.professional_id == patient.family_doctor.id,
-        to, Visit.care_date <= care_date,
-        Visit.care_date >= care_date - timedelta(days=REFERRAL_DAYS)).limit(1)) is not None
+        to, Visit.care_date <= care_date, Visit.care_date >= care_date - timedelta(days=REFERRAL_DAYS),
+        CareSheet.status.in_(("accepted", "paid"))).limit(1)) is not None
 
 
 def _approvals(session: Session, patient: PatientFile, cited: str | None) -> tuple[adj.Approval, ...]:

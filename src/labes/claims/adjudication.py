@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -409,7 +409,8 @@ def adjudicate(claim: Claim, patient: PatientContext, provider: ProviderContext,
     if payee == "provider":
         for suspension in rules.suspensions:
             if suspension.applies(category=provider.category, on=claim.care_date, chronic=chronic is not None):
-                payee = "insured"
+                # The same sheet becomes a reimbursement file: the insured paid at the counter.
+                payee, route = "insured", replace(route, name="reimbursement", payee="insured")
                 end = suspension.end.isoformat() if suspension.end else "further notice"
                 work.step("third_party_suspensions", f"Third-party payment by {provider.category} providers is "
                                                      f"suspended from {suspension.start.isoformat()} to {end} "
