@@ -246,6 +246,10 @@ class TestCarePathway:
         answer = send(world, specialist, sheet("CS")).json()
         assert (answer["status"], answer["reasons"]) == ("rejected", [NO_REFERRAL])
 
+    def test_a_rejected_sheets_referral_refers_no_one(self, world, session, specialist):
+        assert send(world, world.doctor_at_clinic, sheet("CX9", referral_to="cardiology")).json()["status"] == "rejected"
+        assert send(world, specialist, sheet("CS")).json()["reasons"] == [NO_REFERRAL]
+
     def test_a_consultation_without_referral_opens_nothing(self, world, session, specialist):
         assert send(world, world.doctor_at_clinic, sheet()).json()["status"] == "accepted"
         assert send(world, specialist, sheet("CS")).json()["reasons"] == [NO_REFERRAL]
