@@ -99,3 +99,33 @@ def test_signed_write_leaves_a_tagged_event_by_its_signer(world, session, route)
         professional = {"doctor": world.doctor, "pharmacist": world.pharmacist}[who]
         facility = world.clinic if who == "doctor" else world.pharmacy
         assert f"professional:{professional.licence}@{facility.code}" in actors, actors
+
+
+def test_an_agent_reading_a_care_sheet_is_audited(world, session):
+    number = _consultation(world)["number"]
+    token = factories.agent_token(world.session, "reviewer")
+
+    response = world.client.get(f"/api/v1/care/care-sheets/{number}", headers={"Authorization": f"Bearer {token}"})
+
+    assert response.status_code == 200, response.text
+    reads = session.scalars(select(AuditEvent).where(AuditEvent.action == "care:care-sheet:read",
+                                                     AuditEvent.entity_id == number)).all()
+    assert len(reads) == 1 and reads[0].actor.startswith("agent:")
+
+
+def test_a_refused_transaction_leaves_a_log_line_naming_the_cards(world, caplog):
+    import logging
+
+
+    body = world.doctor_at_clinic.sign("rights-check", {}, patient_card=world.cards["patient"],
+                                       challenge=world.doctor_at_clinic.challenge())
+    body["content"] = {"act": "CS"}  # altered after signing
+
+    with caplog.at_level(logging.WARNING, logger="labes.care.refused"):
+        response = world.client.post("/api/v1/care/rights-checks", json=body)
+
+    assert response.status_code == 403
+    [record] = [r for r in caplog.records if r.name == "labes.care.refused"]
+    assert record.fields["professional_card"] == world.cards["doctor"].serial
+    assert record.fields["patient_card"] == world.cards["patient"].serial
+    assert record.fields["problem"] == "invalid-transaction"

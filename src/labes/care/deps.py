@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -15,6 +16,7 @@ from labes.care.transactions import Verified
 from labes.errors import LabesError
 
 M = TypeVar("M", bound=BaseModel)
+refused_log = logging.getLogger("labes.care.refused")
 
 
 class KeysNotReady(LabesError):
@@ -56,8 +58,31 @@ class SignedAction:
     freshness: str
 
     def accept(self, session) -> Verified:
-        return transactions.accept(session, body=self.body, action=self.action, secret=self.secret,
-                                   patient=self.patient, freshness=self.freshness)
+        try:
+            return transactions.accept(session, body=self.body, action=self.action, secret=self.secret,
+                                       patient=self.patient, freshness=self.freshness)
+        except LabesError as exc:
+            # Nothing is written for a refused transaction (it rolls back), so the log keeps the trace that
+            # forged signatures, replays and blocked cards leave: who claimed to sign, where, and why no.
+            payload = self.body.get("transaction", {}).get("payload") if isinstance(self.body, dict) else None
+            claims = _peek(payload)
+            refused_log.warning("transaction refused", extra={"fields": {
+                "action": self.action, "problem": exc.code, "reason": exc.message,
+                "professional_card": claims.get("professional_card"), "patient_card": claims.get("patient_card"),
+                "facility": claims.get("facility")}})
+            raise
+
+
+def _peek(payload: Any) -> dict[str, Any]:
+    """Read the claimed transaction for the log, trusting nothing and failing on nothing."""
+    try:
+        import base64
+        import json
+
+        value = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        return {k: str(v)[:40] for k, v in value.items()} if isinstance(value, dict) else {}
+    except Exception:  # noqa: BLE001 - a log line must never fail the request
+        return {}
 
 
 class CardSigned:

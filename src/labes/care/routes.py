@@ -19,6 +19,7 @@ from labes.care.schemas import (
     PrescriptionContent, PrescriptionOpenContent, RightsCheckContent, StatusQueryContent,
 )
 from labes.claims import approvals
+from labes.security import audit
 from labes.security.deps import DbSession, permitted
 
 router = APIRouter(prefix="/api/v1/care", tags=["point of care"])
@@ -75,8 +76,10 @@ def care_sheet_status(session: DbSession, signed: card_signed("care-sheet-status
 
 @router.get("/care-sheets/{number}")
 def read_care_sheet(number: str, session: DbSession, actor: permitted("claims:review")) -> dict[str, Any]:
-    """A care sheet with the fund's decision (fund agents)."""
-    return _sheet_answer(session, sheets.get_or_raise(session, number))
+    """A care sheet with the fund's decision (fund agents); the reading is audited: it is health data."""
+    sheet = sheets.get_or_raise(session, number)
+    audit.record(session, actor=actor, action="care:care-sheet:read", entity_type="care_sheet", entity_id=sheet.number)
+    return _sheet_answer(session, sheet)
 
 
 def _sheet_answer(session, sheet) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from labes.care.deps import CardSigned, SignedAction, SignedRequest
 from labes.errors import NotFound
 from labes.fhir import mapping, service
 from labes.fhir.outcomes import FHIR_JSON, FhirResponse, FhirRoute, InvalidResource, NotSupported
+from labes.security import audit
 from labes.security.deps import DbSession, permitted
 
 router = APIRouter(prefix="/fhir", tags=["FHIR R4"], route_class=FhirRoute, default_response_class=FhirResponse)
@@ -56,6 +57,11 @@ class FhirSigned(CardSigned):
 
 def fhir_signed(action: str, *, freshness: Literal["challenge", "challenge-or-client-key"] = "challenge"):
     return Annotated[SignedAction, Depends(FhirSigned(action, freshness=freshness))]
+
+
+def _audited_read(session, actor, resource_type: str, key: str) -> None:
+    """Record that an agent read health data (claims, prescriptions): the patient may see who did."""
+    audit.record(session, actor=actor, action=f"fhir:{resource_type}:read", entity_type=resource_type, entity_id=key[:80])
 
 
 def _base(request: Request) -> str:
@@ -134,13 +140,17 @@ def submit_claim(request: Request, session: DbSession,
 @router.get("/Claim/{number}")
 def read_claim(number: str, session: DbSession, actor: ClaimsReviewer) -> FhirResponse:
     """A care sheet as a Claim."""
-    return FhirResponse(service.claim(session, number))
+    resource = service.claim(session, number)
+    _audited_read(session, actor, "Claim", number)
+    return FhirResponse(resource)
 
 
 @router.get("/ClaimResponse/{number}")
 def read_claim_response(number: str, session: DbSession, actor: ClaimsReviewer) -> FhirResponse:
     """The fund's decision on a care sheet as a ClaimResponse."""
-    return FhirResponse(service.claim_response(session, number))
+    resource = service.claim_response(session, number)
+    _audited_read(session, actor, "ClaimResponse", number)
+    return FhirResponse(resource)
 
 
 # ---------------------------------------------------------------- e-prescriptions
@@ -149,21 +159,27 @@ def read_claim_response(number: str, session: DbSession, actor: ClaimsReviewer) 
 @router.get("/MedicationRequest/{line_id}")
 def read_medication_request(line_id: str, session: DbSession, actor: ClaimsReviewer) -> FhirResponse:
     """One line of an e-prescription of medicines: `<prescription number>-<line number>`."""
-    return FhirResponse(service.medication_request(session, line_id, today=date.today()))
+    resource = service.medication_request(session, line_id, today=date.today())
+    _audited_read(session, actor, "MedicationRequest", line_id)
+    return FhirResponse(resource)
 
 
 @router.get("/MedicationRequest")
 def search_medication_requests(request: Request, session: DbSession, actor: ClaimsReviewer,
                                identifier: str | None = None) -> FhirResponse:
     """The lines of an e-prescription (`identifier=<prescription number>`)."""
-    return _bundle(request, service.search_medication_requests(session, identifier=identifier, today=date.today()))
+    found = service.search_medication_requests(session, identifier=identifier, today=date.today())
+    _audited_read(session, actor, "MedicationRequest", identifier or "")
+    return _bundle(request, found)
 
 
 @router.get("/MedicationDispense")
 def search_medication_dispenses(request: Request, session: DbSession, actor: ClaimsReviewer,
                                 prescription: str | None = None) -> FhirResponse:
     """What was dispensed against a prescription (`prescription=<number>` or `MedicationRequest/<id>`)."""
-    return _bundle(request, service.medication_dispenses(session, prescription=prescription))
+    found = service.medication_dispenses(session, prescription=prescription)
+    _audited_read(session, actor, "MedicationDispense", prescription or "")
+    return _bundle(request, found)
 
 
 @router.api_route("/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
