@@ -23,7 +23,7 @@ class Settings(BaseSettings):
     log_level: str = Field(default="INFO")
     keys_dir: Path = Field(default=Path("./var/keys"), description="Where the fund's private keys live (mode 0600)")
     worker_threads: int = Field(default=40, ge=1, description="Requests one app process handles at once (threads); "
-                                "on PostgreSQL 4-8 serve more requests a second")
+                                "on PostgreSQL 2-4 serve more requests a second")
     db_pool_size: int = Field(default=10, description="Connections per app process (PostgreSQL)")
     sms_gateway_url: str | None = Field(default=None, description="SMS operator's HTTP gateway; unset: development gateway (log lines)")
     sms_gateway_username: str = Field(default="", description="Basic-auth user of the SMS gateway")

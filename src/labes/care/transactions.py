@@ -235,7 +235,12 @@ def _mark_used(session: Session, actor: Actor, card: SimpleNamespace, now: datet
     if last is not None and last.tzinfo is None:
         last = last.replace(tzinfo=UTC)
     if last is None or now - last >= _LAST_USED_EVERY:
-        session.execute(update(Card).where(Card.id == card.id).values(last_used_at=now)
+        # A busy card signs many transactions at once: whichever finds the row free notes the use; the
+        # others skip it rather than queue behind a lock for a figure kept to the hour.
+        target = select(Card.id).where(Card.id == card.id)
+        if session.get_bind().dialect.name == "postgresql":
+            target = target.with_for_update(skip_locked=True)
+        session.execute(update(Card).where(Card.id.in_(target)).values(last_used_at=now)
                         .execution_options(synchronize_session=False))
 
 

@@ -2,25 +2,37 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
+import anyio
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from labes.db import session_scope
 from labes.errors import NotAuthenticated, NotPermitted
 from labes.security.audit import Actor
 from labes.security.permissions import PERMISSIONS
 from labes.security.service import actor_for_token
 
 
-def get_session(request: Request) -> Iterator[Session]:
+# Finishing a transaction never waits for a request thread: a transaction that holds row locks and
+# waited for one could stall every request thread that waits for those locks.
+_FINISH = anyio.CapacityLimiter(1000)
+
+
+async def get_session(request: Request) -> AsyncIterator[Session]:
     """One transaction per request: commit if the handler succeeds, roll back if it raises."""
-    with session_scope(request.app.state.sessionmaker) as session:
-        session.info["request_id"] = getattr(request.state, "request_id", None)
+    session = request.app.state.sessionmaker()
+    session.info["request_id"] = getattr(request.state, "request_id", None)
+    try:
         yield session
+        await anyio.to_thread.run_sync(session.commit, limiter=_FINISH)
+    except BaseException:
+        await anyio.to_thread.run_sync(session.rollback, limiter=_FINISH)
+        raise
+    finally:
+        await anyio.to_thread.run_sync(session.close, limiter=_FINISH)
 
 
 # scope="function": the commit happens before the response is sent, so a failed commit is never a 200.
