@@ -7,6 +7,7 @@ one-time access code, so that only the holder of the paper or of the card can re
 
 from __future__ import annotations
 
+import io
 import secrets
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -53,7 +54,9 @@ def _check_lines(rules: RuleSet, kind: str, lines) -> None:
 
 def qr_svg(payload: str) -> str:
     """Return the QR code of `payload` as an SVG document."""
-    return segno.make(payload, error="m").svg_inline(scale=4)
+    out = io.BytesIO()
+    segno.make(payload, error="m").save(out, kind="svg", scale=4, xmldecl=False)  # a standalone SVG (xmlns)
+    return out.getvalue().decode()
 
 
 def prescribe(session: Session, *, verified: Verified, content: PrescriptionContent) -> Issued:
