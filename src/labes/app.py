@@ -35,6 +35,45 @@ access_log = logging.getLogger("labes.access")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
+class RequestLog:
+    """One JSON log line per request (request id, route, status, duration) and the `x-request-id` header.
+
+    A plain ASGI middleware: Starlette's `BaseHTTPMiddleware` runs each request through an extra task and
+    memory streams, a cost every point-of-care request would pay.
+    """
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        sent = next((value for key, value in scope["headers"] if key == b"x-request-id"), b"").decode("latin-1")
+        request_id = sent if _REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id  # read as request.state.request_id
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != b"x-request-id"]
+                message = {**message, "headers": [*headers, (b"x-request-id", request_id.encode())]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            route = scope.get("route")
+            access_log.info("request", extra={"fields": {
+                "request_id": request_id, "method": scope["method"],
+                "route": getattr(route, "path", scope["path"]), "status": status,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+            }})
+
+
 def create_app(settings: Settings | None = None, factory: sessionmaker[Session] | None = None) -> FastAPI:
     """Build the Labes API for `settings` and the session `factory` (defaults: the environment's)."""
     settings = settings or get_settings()
@@ -58,31 +97,7 @@ def create_app(settings: Settings | None = None, factory: sessionmaker[Session] 
     app.state.sessionmaker = factory or get_sessionmaker()
     install_handlers(app)
 
-    @app.middleware("http")
-    async def request_log(request: Request, call_next):
-        request_id = request.headers.get("x-request-id", "")
-        if not _REQUEST_ID.fullmatch(request_id):
-            request_id = uuid.uuid4().hex
-        request.state.request_id = request_id
-        started = time.perf_counter()
-        status = 500
-        try:
-            response = await call_next(request)
-            status = response.status_code
-            response.headers["x-request-id"] = request_id
-            return response
-        finally:
-            route = request.scope.get("route")
-            access_log.info(
-                "request",
-                extra={"fields": {
-                    "request_id": request_id,
-                    "method": request.method,
-                    "route": getattr(route, "path", request.url.path),
-                    "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                }},
-            )
+    app.add_middleware(RequestLog)
 
     @app.get("/healthz", tags=["operations"], openapi_extra={"x-permission": "public"})
     def healthz() -> dict[str, str]:
