@@ -10,7 +10,7 @@ from importlib import resources
 
 import httpx2
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 
 from labes.cards import service as cards
 from labes.cards.distribution import TUNIS
@@ -21,21 +21,15 @@ from labes.claims.models import PriorApproval
 from labes.registry import providers
 from labes.terminal import FundUnreachable, OfflineQueue, Refused, Terminal
 from tests import factories
+from tests.care.helpers import problem, row_counts
 
 API = "/api/v1/care"
 TABLES = (CareSheet, CareSheetRevision, Visit, Prescription, Dispensation, PriorApproval, UsedChallenge)
 
 
 def counts(session) -> dict[str, int]:
-    return {model.__tablename__: session.scalar(select(func.count()).select_from(model)) for model in TABLES}
+    return row_counts(session, TABLES)
 
-
-def problem(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body = response.json()
-    assert body["type"].rsplit("/", 1)[-1] == code, body
-    return body
 
 
 def reason(label_en: str) -> str:

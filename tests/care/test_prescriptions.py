@@ -7,12 +7,13 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 
 from labes.care.models import CareSheet, Dispensation, Prescription, PrescriptionLine, Visit
 from labes.registry import providers
 from labes.terminal import Refused, Terminal
 from tests import factories
+from tests.care.helpers import row_counts
 
 API = "/api/v1/care"
 TABLES = (CareSheet, Visit, Prescription, PrescriptionLine, Dispensation)
@@ -22,7 +23,7 @@ PARACETAMOL = "500419"
 
 
 def counts(session) -> dict[str, int]:
-    return {model.__tablename__: session.scalar(select(func.count()).select_from(model)) for model in TABLES}
+    return row_counts(session, TABLES)
 
 
 def refused(call, status: int, code: str) -> Refused:

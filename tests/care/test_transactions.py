@@ -13,7 +13,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from labes.cards import service as cards
 from labes.cards.models import Card
@@ -25,6 +25,7 @@ from labes.care.models import (
 from labes.care.transactions import challenge_secret
 from labes.registry import providers
 from tests import factories
+from tests.care.helpers import problem, row_counts
 from tests.care.conftest import PIN
 
 API = "/api/v1/care"
@@ -33,17 +34,8 @@ _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
 
 def counts(session) -> dict[str, int]:
-    return {model.__tablename__: session.scalar(select(func.count()).select_from(model)) for model in TABLES}
+    return row_counts(session, TABLES)
 
-
-def problem(response, status: int, code: str) -> dict:
-    """Assert `response` is an RFC 9457 problem of `status` and type `code`; return its body."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body = response.json()
-    assert body["type"].rsplit("/", 1)[-1] == code, body
-    assert body["status"] == status
-    return body
 
 
 def fields(body: dict) -> set[str]:
