@@ -81,6 +81,18 @@ def audit_count(session) -> int:
 # ---------------------------------------------------------------- members
 
 
+class TestFamilyReadIsAudited:
+    def test_reading_a_family_leaves_an_audit_event_by_the_reader(self, client, session, clerk):
+        body = member_json()
+        assert client.post("/api/v1/members", json=body, headers=clerk).status_code == 201
+
+        assert client.get(f"/api/v1/families/{body['social_id']}", headers=clerk).status_code == 200
+
+        reads = session.scalars(select(AuditEvent).where(AuditEvent.action == "registry:family:read",
+                                                         AuditEvent.entity_id == body["social_id"])).all()
+        assert len(reads) == 1 and reads[0].actor.startswith("agent:")
+
+
 class TestEnrolment:
     def test_member_is_enrolled_and_covered(self, client, clerk):
         body = member_json()

@@ -18,6 +18,7 @@ from labes.registry.schemas import (
 from labes.registry.models import Facility, Professional
 from labes.registry.reference import chronic_disease_names
 from labes.schemas import Page
+from labes.security import audit
 from labes.security.deps import DbSession, permitted
 
 router = APIRouter(prefix="/api/v1", tags=["registry"])
@@ -77,8 +78,12 @@ def add_chronic_condition(person_id: uuid.UUID, body: ChronicConditionCreate, se
 
 @router.get("/families/{key}", response_model=FamilyRead)
 def read_family(key: str, session: DbSession, actor: permitted("registry:read"), on: OnDate = None) -> dict[str, Any]:
-    """The family of a CIN (member or dependant) or social identifier, with everyone's rights."""
+    """The family of a CIN (member or dependant) or social identifier, with everyone's rights.
+
+    The view shows chronic diseases, which are health data: the reading is audited, and the family can see who read it.
+    """
     member = service.find_member_for(session, key=key)
+    audit.record(session, actor=actor, action="registry:family:read", entity_type="member", entity_id=member.social_id)
     return family.family_view(session, member=member, on=on or date.today())
 
 
