@@ -35,6 +35,8 @@ app.add_typer(pos_app, name="pos")
 from labes.claims.payments_cli import app as payments_app  # noqa: E402
 
 app.add_typer(payments_app, name="payments")
+care_app = typer.Typer(help="Point-of-care housekeeping.", no_args_is_help=True)
+app.add_typer(care_app, name="care")
 stats_app = typer.Typer(help="Indicators.", no_args_is_help=True)
 app.add_typer(stats_app, name="stats")
 console = Console(stderr=True)
@@ -278,6 +280,19 @@ def cards_verify_2d(code: Annotated[str, typer.Argument(help="The text read from
         raise typer.Exit(1) from None
     typer.echo(f"genuine: card {found.serial}, {found.holder_name}, social identifier {found.social_id}, "
                f"CIN ending {found.cin_last3}")
+
+
+@care_app.command("purge-challenges")
+def care_purge_challenges() -> None:
+    """Forget used challenges past their expiry (they can no longer be replayed); run it on a schedule."""
+    from datetime import UTC, datetime
+
+    from labes.care.transactions import purge_used_challenges
+    from labes.db import session_scope
+
+    with session_scope() as session:
+        purged = purge_used_challenges(session, now=datetime.now(UTC))
+    console.print(f"{purged} expired challenges forgotten")
 
 
 @stats_app.command("cards")

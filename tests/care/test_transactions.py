@@ -503,3 +503,23 @@ class TestBodies:
         assert response.status_code == 201, response.text
         assert response.json()["lines"][0]["quantity"] == 2
         assert counts(session)["prescription"] == before["prescription"] + 1
+
+
+def test_purge_forgets_only_expired_challenges(cli_runner, committed):
+    from datetime import UTC, datetime, timedelta
+
+    from labes.cli import app
+    from labes.care.models import UsedChallenge
+
+    now = datetime.now(UTC)
+    with committed() as session:
+        session.add_all([UsedChallenge(nonce="expired-nonce", expires_at=now - timedelta(seconds=1)),
+                         UsedChallenge(nonce="live-nonce", expires_at=now + timedelta(seconds=100))])
+        session.commit()
+
+    result = cli_runner.invoke(app, ["care", "purge-challenges"])
+
+    assert result.exit_code == 0, result.output
+    assert "1 expired challenges forgotten" in result.output
+    with committed() as session:
+        assert session.scalars(select(UsedChallenge.nonce)).all() == ["live-nonce"]

@@ -29,6 +29,7 @@ class Dispensed:
     dispensation: Dispensation | None
     sheet: CareSheet
     prescription_state: str
+    new: bool = True  # False: the client key had already made this dispensation
 
 
 def dispense(session: Session, *, verified: Verified, content: DispenseContent) -> Dispensed:
@@ -37,7 +38,7 @@ def dispense(session: Session, *, verified: Verified, content: DispenseContent) 
         sheet = _replayed(existing, verified, content.client_key)
         dispensation = session.get(Dispensation, sheet.dispensation_id) if sheet.dispensation_id else None
         prescription = session.get(rx.Prescription, dispensation.prescription_id) if dispensation else None
-        return Dispensed(dispensation, sheet, prescription.state if prescription else "unknown")
+        return Dispensed(dispensation, sheet, prescription.state if prescription else "unknown", new=False)
 
     prescription = rx.get_or_raise(session, content.prescription, lock=True)
     rx._expire_if_due(prescription, verified.care_day)

@@ -37,7 +37,7 @@ from labes.errors import InvalidInput, LabesError
 
 VERSION = "labes-tx/1"
 ACTIONS = (
-    "rights-check", "visit", "prescribe", "prescription-open", "prescription-cancel", "dispense",
+    "rights-check", "prescribe", "prescription-open", "prescription-cancel", "dispense",
     "care-sheet", "care-sheet-correction", "care-sheet-status", "approval-request",
 )
 CHALLENGE_SECONDS = 120

@@ -48,9 +48,8 @@ def submit_care_sheet(response: Response, session: DbSession,
     """Send a care sheet signed by both cards; it is adjudicated at once. The same client key answers 200 with the same sheet."""
     verified = signed.accept(session)
     content = content_as(CareSheetContent, verified)
-    known = sheets.find_by_client_key(session, content.client_key)
-    sheet = sheets.submit(session, verified=verified, content=content)
-    if known is not None:
+    sheet, new = sheets.receive(session, verified=verified, content=content)
+    if not new:
         response.status_code = status.HTTP_200_OK
     return _sheet_answer(session, sheet)
 
@@ -121,9 +120,8 @@ def dispense(response: Response, session: DbSession,
     """Dispense against a prescription and send the care sheet; the same client key answers 200 with the same result."""
     verified = signed.accept(session)
     content = content_as(DispenseContent, verified)
-    known = sheets.find_by_client_key(session, content.client_key)
     result = dispensing.dispense(session, verified=verified, content=content)
-    if known is not None:
+    if not result.new:
         response.status_code = status.HTTP_200_OK
     return {"dispensation": result.dispensation.number if result.dispensation else None,
             "lines": result.dispensation.lines if result.dispensation else [],

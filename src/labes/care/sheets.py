@@ -125,7 +125,8 @@ def rules_for(on: date):
     try:
         return ruleset(on)
     except LookupError:
-        raise InvalidInput(f"The fund has no rules for care given on {on.isoformat()}.", field="content.care_date") from None
+        raise RuleViolation(f"The fund has no rules in force on {on.isoformat()}: check the date of care.",
+                            field="content.care_date") from None
 
 
 def priced_lines(lines, *, on: date, kind: str) -> list[Line]:
@@ -234,9 +235,14 @@ def _same_client_key(verified: Verified, content: CareSheetContent) -> None:
 
 def submit(session: Session, *, verified: Verified, content: CareSheetContent) -> CareSheet:
     """Receive a care sheet signed by both cards, adjudicate it, and return it (the same one again for a known key)."""
+    return receive(session, verified=verified, content=content)[0]
+
+
+def receive(session: Session, *, verified: Verified, content: CareSheetContent) -> tuple[CareSheet, bool]:
+    """Like `submit`, and say whether this call made the sheet (False: its client key had already made it)."""
     _same_client_key(verified, content)
     if (existing := find_by_client_key(session, content.client_key)) is not None:
-        return _replayed(existing, verified, content.client_key)
+        return _replayed(existing, verified, content.client_key), False
     if verified.patient is None:
         raise NotPermitted("A care sheet is signed by the patient's card too.", field="transaction.payload.patient_card")
     last = content.last_care_date or content.care_date
@@ -263,7 +269,7 @@ def submit(session: Session, *, verified: Verified, content: CareSheetContent) -
                approval=content.approval, patient=patient)
     session.flush()
     _audit(session, verified, sheet, "care:care-sheet:submit")
-    return sheet
+    return sheet, True
 
 
 def _new_sheet(verified: Verified, *, number: str, client_key: str, kind: str, care_date: date, last_care_date: date,
@@ -334,7 +340,6 @@ def correct(session: Session, *, number: str, verified: Verified, content: CareS
     return sheet
 
 
-
 def answer(sheet: CareSheet, *, visit_number: str | None = None) -> dict[str, Any]:
     """Return the acknowledgement and the business answer for `sheet`."""
     return {
@@ -361,6 +366,6 @@ def status_for_provider(session: Session, *, verified: Verified, numbers: list[s
     if numbers:
         query = query.where(CareSheet.number.in_([n.strip().upper() for n in numbers]))
     else:
-        since = since or verified.now.date() - timedelta(days=30)
+        since = since or verified.care_day - timedelta(days=30)
         query = query.where(CareSheet.received_at >= datetime.combine(since, datetime.min.time(), verified.now.tzinfo))
     return list(session.scalars(query.order_by(CareSheet.received_at.desc()).limit(500)))

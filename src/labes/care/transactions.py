@@ -39,7 +39,6 @@ PRESCRIBERS = ("general_practitioner", "specialist", "dentist")
 ACTORS_BY_ACTION: dict[str, tuple[str, ...]] = {
     "rights-check": ("general_practitioner", "specialist", "dentist", "pharmacist", "biologist", "radiologist",
                      "physiotherapist"),
-    "visit": PRESCRIBERS,
     "prescribe": PRESCRIBERS,
     "prescription-cancel": PRESCRIBERS,
     "prescription-open": ("pharmacist", "biologist", "radiologist"),

@@ -20,22 +20,13 @@ from labes.care import rights, sheets
 from labes.care.models import CareSheet, Dispensation, Prescription, Visit
 from labes.care.patients import patient_file
 from labes.care.transactions import Verified
-from labes.claims.ruleset import RuleSet, ruleset
-from labes.errors import Conflict, LabesError, NotFound, RuleViolation
+from labes.claims.ruleset import ruleset
+from labes.errors import LabesError, NotFound
 from labes.fhir import billing, mapping, medication
 from labes.fhir.mapping import CIN, SOCIAL_ID
 from labes.fhir.outcomes import InvalidResource
 from labes.registry import providers
 from labes.registry.models import CoveragePeriod, Facility, Member, Person, Professional
-
-
-def _rules(on: date, *, field: str) -> RuleSet:
-    # ruleset() raises LookupError before the first rules in force; that is the sender's mistake, not a 500.
-    try:
-        return ruleset(on)
-    except LookupError:
-        raise RuleViolation(f"The fund has no rules in force on {on.isoformat()}: check the date of care.",
-                            field=field) from None
 
 
 # ---------------------------------------------------------------- registry
@@ -187,20 +178,11 @@ def submit_claim(session: Session, *, verified: Verified) -> tuple[CareSheet, bo
     billing.check_parties("Claim", patient=request.patient, provider=request.provider, patient_id=str(person.id),
                           cin=person.cin, licence=verified.professional.licence, facility=verified.facility.code)
     content = billing.care_sheet_input(request)
-    known = sheets.find_by_client_key(session, content.client_key)
-    if known is not None and known.professional_id == verified.professional.id and known.client_key == content.client_key \
-            and known.content_digest != verified.transaction.content_digest:
-        # sheets._replayed compares the REST content's own client_key field, which a FHIR Claim does not have.
-        raise Conflict(f"The client key was already used for care sheet {known.number} with another Claim; "
-                       "a new care sheet needs a new key.", field="Claim.identifier")
-    if known is None:
-        _rules(content.care_date, field="Claim.billablePeriod.start")
     try:
-        sheet = sheets.submit(session, verified=verified, content=content)
+        return sheets.receive(session, verified=verified, content=content)
     except LabesError as exc:
         exc.field = billing.claim_field(exc.field)
         raise
-    return sheet, known is None
 
 
 # ---------------------------------------------------------------- e-prescriptions
