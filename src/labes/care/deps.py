@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar
@@ -11,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from labes.cards.crypto import KeysMissing
-from labes.care import transactions
+from labes.care import protocol, transactions
 from labes.care.transactions import Verified
 from labes.errors import LabesError
 
@@ -76,10 +77,7 @@ class SignedAction:
 def _peek(payload: Any) -> dict[str, Any]:
     """Read the claimed transaction for the log, trusting nothing and failing on nothing."""
     try:
-        import base64
-        import json
-
-        value = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        value = json.loads(protocol.b64url_decode(payload))
         return {k: str(v)[:40] for k, v in value.items()} if isinstance(value, dict) else {}
     except Exception:  # noqa: BLE001 - a log line must never fail the request
         return {}

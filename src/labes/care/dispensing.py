@@ -14,7 +14,7 @@ from labes.care import prescriptions as rx
 from labes.care.models import CareSheet, Dispensation
 from labes.care.patients import patient_file
 from labes.care.schemas import DispenseContent, Line
-from labes.care.sheets import _audit, _new_sheet, _replayed, adjudicate, find_by_client_key, priced_lines
+from labes.care.sheets import adjudicate, audit_sheet, find_by_client_key, new_sheet, priced_lines, replayed
 from labes.care.transactions import Verified, next_number
 from labes.claims.ruleset import ruleset
 from labes.errors import Conflict, InvalidInput, NotPermitted, RuleViolation
@@ -35,14 +35,14 @@ class Dispensed:
 def dispense(session: Session, *, verified: Verified, content: DispenseContent) -> Dispensed:
     """Dispense lines of a prescription and send the care sheet; the same client key returns the same answer."""
     if (existing := find_by_client_key(session, content.client_key)) is not None:
-        sheet = _replayed(existing, verified, content.client_key)
+        sheet = replayed(existing, verified, content.client_key)
         dispensation = session.get(Dispensation, sheet.dispensation_id) if sheet.dispensation_id else None
         prescription = session.get(rx.Prescription, dispensation.prescription_id) if dispensation else None
         return Dispensed(dispensation, sheet, prescription.state if prescription else "unknown", new=False)
 
     prescription = rx.get_or_raise(session, content.prescription, lock=True)
-    rx._expire_if_due(prescription, verified.care_day)
-    rx._refuse_closed(prescription)
+    rx.expire_if_due(prescription, verified.care_day)
+    rx.refuse_closed(prescription)
     if verified.patient is not None:
         if verified.patient.id != prescription.patient_person_id:
             raise NotPermitted("This prescription is not for the holder of the card that signed.", field="content.prescription")
@@ -98,7 +98,7 @@ def dispense(session: Session, *, verified: Verified, content: DispenseContent) 
 
     patient_person = verified.patient or session.get(Person, prescription.patient_person_id)
     patient = patient_file(session, person=patient_person, on=verified.care_day)
-    sheet = _new_sheet(verified, number=next_number(session, series="CS", year=verified.care_day.year),
+    sheet = new_sheet(verified, number=next_number(session, series="CS", year=verified.care_day.year),
                        client_key=content.client_key, kind=sheet_kind, care_date=verified.care_day,
                        last_care_date=verified.care_day, patient=patient)
     sheet.dispensation_id = dispensation.id
@@ -107,7 +107,7 @@ def dispense(session: Session, *, verified: Verified, content: DispenseContent) 
     adjudicate(session, sheet=sheet, verified=verified, lines=priced_lines(given, on=verified.care_day, kind=sheet_kind),
                diagnoses=list(prescription.diagnoses), approval=content.approval, patient=patient)
     session.flush()
-    _audit(session, verified, sheet, "care:care-sheet:submit")
+    audit_sheet(session, verified, sheet, "care:care-sheet:submit")
     audit.record(session, actor=verified.actor, action="care:prescription:dispense", entity_type="prescription",
                  entity_id=prescription.number, before={"state": before},
                  after={"state": prescription.state, "dispensation": number, "lines": record})

@@ -103,12 +103,14 @@ def lines_of(session: Session, prescription: Prescription) -> list[PrescriptionL
                                 .order_by(PrescriptionLine.line_no)))
 
 
-def _expire_if_due(prescription: Prescription, today: date) -> None:
+def expire_if_due(prescription: Prescription, today: date) -> None:
+    """Mark an open prescription expired once its validity has passed."""
     if prescription.state in OPEN_STATES and prescription.valid_until < today:
         prescription.state = "expired"
 
 
-def _refuse_closed(prescription: Prescription) -> None:
+def refuse_closed(prescription: Prescription) -> None:
+    """Refuse to act on a cancelled, expired or fully dispensed prescription, saying which."""
     if prescription.state == "cancelled":
         raise RuleViolation(f"Prescription {prescription.number} was cancelled by its prescriber "
                             f"({prescription.cancel_reason}).", field="content.prescription")
@@ -134,8 +136,8 @@ def open_at_pharmacy(session: Session, *, verified: Verified, content: Prescript
     The first pharmacy to open it holds it: another pharmacy is refused until it has been dispensed.
     """
     prescription = get_or_raise(session, content.prescription, lock=True)
-    _expire_if_due(prescription, verified.care_day)
-    _refuse_closed(prescription)
+    expire_if_due(prescription, verified.care_day)
+    refuse_closed(prescription)
     refuse_other_profession(prescription, verified)  # or a pharmacy would hold a lab order away from the labs
     if verified.patient is not None:
         if verified.patient.id != prescription.patient_person_id:
@@ -168,8 +170,8 @@ def cancel(session: Session, *, verified: Verified, content: PrescriptionCancelC
     prescription = get_or_raise(session, content.prescription, lock=True)
     if prescription.prescriber_id != verified.professional.id:
         raise NotPermitted("Only the prescriber can cancel a prescription.", field="content.prescription")
-    _expire_if_due(prescription, verified.care_day)
-    _refuse_closed(prescription)
+    expire_if_due(prescription, verified.care_day)
+    refuse_closed(prescription)
     before = prescription.state
     prescription.state, prescription.cancelled_at, prescription.cancel_reason = "cancelled", verified.now, content.reason
     session.flush()

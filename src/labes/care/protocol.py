@@ -56,7 +56,7 @@ def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-def _b64url_decode(text: str) -> bytes:
+def b64url_decode(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
@@ -97,7 +97,7 @@ def issue_challenge(secret: bytes, *, now: datetime, seconds: int = CHALLENGE_SE
 def open_challenge(secret: bytes, token: str, *, now: datetime) -> Challenge:
     """Return the challenge `token` if the server issued it and it has not expired; raise otherwise."""
     try:
-        raw = _b64url_decode(token)
+        raw = b64url_decode(token)
     except (ValueError, TypeError):
         raw = b""
     if len(raw) != _CHALLENGE_LAYOUT.size + _CHALLENGE_MAC_BYTES:
@@ -240,7 +240,7 @@ def parse(jws_json: Any) -> Signed:
     signers = []
     for index, signature in enumerate(jws_json["signatures"]):
         try:
-            header = json.loads(_b64url_decode(signature["protected"]))
+            header = json.loads(b64url_decode(signature["protected"]))
         except (KeyError, TypeError, ValueError, UnicodeDecodeError):
             raise InvalidInput(f"Signature {index + 1} has no readable protected header.",
                                field=f"transaction.signatures.{index}") from None
@@ -251,7 +251,7 @@ def parse(jws_json: Any) -> Signed:
     if len(set(signers)) != len(signers):
         raise InvalidInput("The same card signed twice.", field="transaction.signatures")
     try:
-        payload = _b64url_decode(jws_json["payload"])
+        payload = b64url_decode(jws_json["payload"])
         claims = json.loads(payload)
     except (ValueError, UnicodeDecodeError):
         raise InvalidInput("The signed payload is not JSON.", field="transaction.payload") from None

@@ -21,24 +21,19 @@ from labes.errors import InvalidInput
 from labes.registry.reference import chronic_disease_names
 from labes.security import audit
 
-# The act a professional's terminal prices by default (its most common one).
-STANDARD_ACT_KIND = {"general_practitioner": "consultation", "specialist": "consultation", "dentist": "dental",
-                     "physiotherapist": "physio"}
 SHEET_KIND_OF_ACT = {"consultation": "consultation", "dental": "dental", "physio": "physio", "lab": "lab",
                      "imaging": "imaging", "hospital": "hospital", "procedure": "hospital"}
 
 
 def standard_act(rules, professional, *, is_family_doctor: bool) -> str | None:
-    """Return the code of the act this professional bills most: the GP, family-doctor or specialist consultation, the dental visit."""
+    """Return the code of the act this professional bills most: the GP, family-doctor or specialist consultation,
+    the dental visit, a physiotherapy session."""
     if professional.kind == "general_practitioner":
         code = "CMF" if is_family_doctor else "C"
-    elif professional.kind == "specialist":
-        code = "CS"
-    elif professional.kind == "dentist":
-        code = "CD"
+    elif professional.kind == "physiotherapist":
+        code = next((c for c, act in sorted(rules.acts.items()) if act.kind == "physio"), None)
     else:
-        kind = STANDARD_ACT_KIND.get(professional.kind)
-        code = next((c for c, act in sorted(rules.acts.items()) if act.kind == kind), None) if kind else None
+        code = {"specialist": "CS", "dentist": "CD"}.get(professional.kind)
     return code if code in rules.acts else None
 
 
@@ -58,15 +53,15 @@ def _price(verified: Verified, patient: PatientFile, code: str) -> dict[str, Any
     return {"code": code, "label": act.label_fr, "tariff_millimes": act.tariff_millimes, "status": decision.status,
             "fund_millimes": decision.fund_millimes, "patient_millimes": decision.patient_millimes,
             "payee": decision.payee, "reasons": list(decision.reasons),
-            "explanation": [step for step in decision.to_dict().get("explanation", [])]}
+            "explanation": [step.to_dict() for step in decision.explanation]}
 
 
 def ceiling(patient: PatientFile, on: date) -> dict[str, Any]:
-    """Return the family's annual ceiling, used and remaining (private and reimbursement schemes only)."""
-    if patient.scheme not in ("private", "reimbursement"):
+    """Return the family's annual ceiling, used and remaining (in the schemes the rule data puts under a ceiling)."""
+    rules = ruleset(on)
+    if patient.scheme not in rules.ceiling.schemes:
         return {"applies": False, "year": on.year}
-    total = ruleset(on).ceiling.family_ceiling_millimes(family_size=max(patient.family_size, 1),
-                                                        dependent_parents=patient.dependent_parents, pregnancy=False)
+    total = adj.family_ceiling_millimes(patient_context(patient, care_date=on), rules)
     used = patient.ceiling_used_millimes
     return {"applies": True, "year": on.year, "total_millimes": total, "used_millimes": used,
             "remaining_millimes": max(total - used, 0)}

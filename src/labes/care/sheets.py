@@ -158,7 +158,8 @@ def find_by_client_key(session: Session, client_key: str) -> CareSheet | None:
     return session.get(CareSheet, sheet_id) if sheet_id is not None else None
 
 
-def _replayed(sheet: CareSheet, verified: Verified, client_key: str) -> CareSheet:
+def replayed(sheet: CareSheet, verified: Verified, client_key: str) -> CareSheet:
+    """Return the sheet a known client key made, if this is the same provider, patient and content; else a conflict."""
     if sheet.professional_id != verified.professional.id:
         raise Conflict("This client key belongs to another provider's care sheet; use a new key.", field="content.client_key")
     if verified.patient is not None and sheet.patient_person_id != verified.patient.id:
@@ -242,7 +243,7 @@ def receive(session: Session, *, verified: Verified, content: CareSheetContent) 
     """Like `submit`, and say whether this call made the sheet (False: its client key had already made it)."""
     _same_client_key(verified, content)
     if (existing := find_by_client_key(session, content.client_key)) is not None:
-        return _replayed(existing, verified, content.client_key), False
+        return replayed(existing, verified, content.client_key), False
     if verified.patient is None:
         raise NotPermitted("A care sheet is signed by the patient's card too.", field="transaction.payload.patient_card")
     last = content.last_care_date or content.care_date
@@ -259,7 +260,7 @@ def receive(session: Session, *, verified: Verified, content: CareSheetContent) 
                       acts=[{"code": l.code, "quantity": l.quantity} for l in content.lines],
                       referral_to=content.referral_to, created_at=verified.now)
         session.add(visit)
-    sheet = _new_sheet(verified, number=number, client_key=content.client_key, kind=content.kind,
+    sheet = new_sheet(verified, number=number, client_key=content.client_key, kind=content.kind,
                        care_date=content.care_date, last_care_date=last, patient=patient)
     session.add(sheet)
     session.flush()
@@ -268,12 +269,13 @@ def receive(session: Session, *, verified: Verified, content: CareSheetContent) 
     adjudicate(session, sheet=sheet, verified=verified, lines=lines, diagnoses=content.diagnoses,
                approval=content.approval, patient=patient)
     session.flush()
-    _audit(session, verified, sheet, "care:care-sheet:submit")
+    audit_sheet(session, verified, sheet, "care:care-sheet:submit")
     return sheet, True
 
 
-def _new_sheet(verified: Verified, *, number: str, client_key: str, kind: str, care_date: date, last_care_date: date,
+def new_sheet(verified: Verified, *, number: str, client_key: str, kind: str, care_date: date, last_care_date: date,
                patient: PatientFile) -> CareSheet:
+    """Return a received care sheet, not yet decided, as the signed transaction describes it."""
     return CareSheet(
         number=number, client_key=client_key, kind=kind, version=1, status="received",
         patient_person_id=patient.person.id, member_id=patient.family_id,
@@ -285,7 +287,8 @@ def _new_sheet(verified: Verified, *, number: str, client_key: str, kind: str, c
     )
 
 
-def _audit(session: Session, verified: Verified, sheet: CareSheet, action: str) -> None:
+def audit_sheet(session: Session, verified: Verified, sheet: CareSheet, action: str) -> None:
+    """Record the sheet's submission or correction with its decision, under the professional who signed."""
     audit.record(session, actor=verified.actor, action=action, entity_type="care_sheet", entity_id=sheet.number,
                  after={"version": sheet.version, "status": sheet.status, "reasons": sheet.reasons,
                         "billed": sheet.billed_millimes, "fund": sheet.fund_millimes, "patient": sheet.patient_millimes,
@@ -303,7 +306,7 @@ def correct(session: Session, *, number: str, verified: Verified, content: CareS
     """Resubmit a rejected care sheet under its own number; the rejected version is kept."""
     _same_client_key(verified, content)
     if (existing := find_by_client_key(session, content.client_key)) is not None:
-        return _replayed(existing, verified, content.client_key)
+        return replayed(existing, verified, content.client_key)
     sheet = session.scalar(select(CareSheet).where(CareSheet.number == number.strip().upper()).with_for_update())
     if sheet is None:
         raise NotFound(f"No care sheet {number}.", field="number")
@@ -336,7 +339,7 @@ def correct(session: Session, *, number: str, verified: Verified, content: CareS
     adjudicate(session, sheet=sheet, verified=verified, lines=lines, diagnoses=content.diagnoses,
                approval=content.approval, patient=patient)
     session.flush()
-    _audit(session, verified, sheet, "care:care-sheet:correct")
+    audit_sheet(session, verified, sheet, "care:care-sheet:correct")
     return sheet
 
 
