@@ -8,7 +8,7 @@ as the population grows.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
@@ -44,7 +44,6 @@ class PatientFile:
     dependent_parents: int
     ceiling_used_millimes: int = 0
     copay_used_millimes: int = 0
-    notes: tuple[str, ...] = field(default=())
 
     @property
     def family_id(self) -> uuid.UUID | None:
