@@ -255,14 +255,20 @@ def next_number(session: Session, *, series: str, year: int) -> str:
     key = f"{series}-{year}"
     if series in SEQUENCED and session.get_bind().dialect.name == "postgresql":
         value = session.execute(text(f"SELECT nextval('number_{series.lower()}')")).scalar_one()
-        return f"{key}-{value:08d}"
-    value = session.execute(update(NumberCounter).where(NumberCounter.series == key)
-                            .values(next_number=NumberCounter.next_number + 1)
-                            .returning(NumberCounter.next_number)).scalar()
-    if value is None:
+    else:
+        value = reserve(session, key=key)
+    return f"{key}-{value:08d}"
+
+
+def reserve(session: Session, *, key: str, count: int = 1) -> int:
+    """Reserve `count` consecutive numbers of the counter `key` and return the first (the row is locked until commit)."""
+    bump = (update(NumberCounter).where(NumberCounter.series == key)
+            .values(next_number=NumberCounter.next_number + count).returning(NumberCounter.next_number))
+    after = session.execute(bump).scalar()
+    if after is None:  # a new counter
         session.execute(_insert_ignore(session)(NumberCounter).values(series=key, next_number=1).on_conflict_do_nothing())
-        return next_number(session, series=series, year=year)
-    return f"{key}-{value - 1:08d}"
+        after = session.execute(bump).scalar_one()
+    return after - count
 
 
 def digest_of_code(code: str) -> str:

@@ -34,11 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from labes.care.models import CareSheet, NumberCounter
+from labes.care.models import CareSheet
+from labes.care.transactions import reserve
 from labes.claims.models import PaymentRun, ProviderStatement
 from labes.claims.ruleset import ruleset
 from labes.errors import Conflict, InvalidInput, NotFound
@@ -180,7 +179,7 @@ def run_payments(session: Session, *, actor: Actor, period: str, paid_on: date, 
         groups.setdefault((sheet.payee_kind, sheet.payee_id), []).append(sheet)
     payees = _payees(session, groups)
 
-    run_number = f"PR-{period}-{_reserve(session, f'PR-{period}', 1):04d}"
+    run_number = f"PR-{period}-{reserve(session, key=f'PR-{period}'):04d}"
     directory = Path(out_dir) / run_number
     run = PaymentRun(id=uuid.uuid4(), number=run_number, period=period, run_at=datetime.now(UTC), run_by=actor.label,
                      statements=0, care_sheets=0, gross_millimes=0, tax_withheld_millimes=0, net_millimes=0)
@@ -188,7 +187,7 @@ def run_payments(session: Session, *, actor: Actor, period: str, paid_on: date, 
     session.flush()
 
     order = sorted(groups, key=lambda key: (PAYEE_KINDS.index(key[0]), payees[key].name, payees[key].identifier))
-    first = _reserve(session, f"ST-{period}", len(order)) if order else 0
+    first = reserve(session, key=f"ST-{period}", count=len(order)) if order else 0
     summaries: list[StatementSummary] = []
     for offset, key in enumerate(order):
         payee, paid = payees[key], groups[key]
@@ -308,16 +307,6 @@ def _permille(percent: Decimal) -> int:
         raise ValueError(f"claims.json tax_withheld: {percent}% is not a whole number of per mille, "
                          "which provider_statement.tax_rate_permille must hold.")
     return int(permille)
-
-
-def _reserve(session: Session, series: str, count: int) -> int:
-    """Reserve `count` consecutive numbers of `series`; return the first (the counter row is locked until commit)."""
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    session.execute(insert(NumberCounter).values(series=series, next_number=1).on_conflict_do_nothing())
-    after = session.execute(update(NumberCounter).where(NumberCounter.series == series)
-                            .values(next_number=NumberCounter.next_number + count)
-                            .returning(NumberCounter.next_number)).scalar_one()
-    return after - count
 
 
 # ---------------------------------------------------------------- files
