@@ -223,6 +223,49 @@ class TestMembersImport:
         with pytest.raises(FileError, match="UTF-8"):
             MembersImport(committed, actor=ACTOR).run(path)
 
+    def test_not_utf8_names_the_line(self, committed, tmp_path, monkeypatch):
+        import labes.registry.bulk as bulk
+
+        monkeypatch.setattr(bulk, "CHUNK_ROWS", 1)  # the bad byte is in a later chunk, read by the worker
+        path = write(tmp_path / "members.csv", MEMBER_COLUMNS, [member_row(SID1, "08123456")] * 3)
+        with path.open("ab") as handle:
+            handle.write("member,é".encode("latin-1") + b"\n")
+        with pytest.raises(FileError, match=r"not UTF-8 text \(line 5\)"):
+            MembersImport(committed, actor=ACTOR).run(path)
+
+    def test_quoted_cells_with_line_breaks_commas_and_quotes(self, committed, tmp_path, monkeypatch):
+        import labes.registry.bulk as bulk
+
+        monkeypatch.setattr(bulk, "CHUNK_ROWS", 1)
+        address = 'Rue "Ibn Khaldoun", 12\nCité Ennour'
+        rows = [member_row(SID1, "08123456", address=address), dependant_row(SID1, "child", 1, address="a,\nb\nc"),
+                member_row(SID2, "09000001", rank="x\ny")]  # a bad cell spanning two lines
+        path = write(tmp_path / "members.csv", MEMBER_COLUMNS, rows)
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
+        result = load(committed, tmp_path, path)
+        assert (result.rows, result.loaded, result.rejected) == (3, 3, 0)  # a member's rank is not read
+        with committed() as session:
+            assert session.scalar(select(Person.address).where(Person.cin == "08123456")) == address.replace("\n", "\r\n")
+            child = session.scalar(select(Dependant).join(Member).where(Member.social_id == SID1))
+            assert child is not None  # the dependant stayed in its member's chunk though the chunk was full
+
+    def test_a_quoted_record_type_still_starts_a_chunk(self, committed, tmp_path, monkeypatch):
+        import labes.registry.bulk as bulk
+
+        monkeypatch.setattr(bulk, "CHUNK_ROWS", 1)
+        path = tmp_path / "members.csv"
+        with path.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=MEMBER_COLUMNS, quoting=csv.QUOTE_ALL)
+            writer.writeheader()
+            writer.writerows([member_row(SID1, "08123456"), dependant_row(SID1, "child", 1, governorate=""),
+                              member_row(SID2, "09000001"), dependant_row(SID2, "spouse", 1, governorate="")])
+        chunks = list(MembersImport(committed, actor=ACTOR)._chunks(path))
+        assert [chunk.first_line for chunk in chunks] == [2, 4]
+        result = load(committed, tmp_path, path)
+        assert (result.loaded, result.rejected) == (4, 0)
+        with committed() as session:  # each dependant took its member's governorate: read in the same chunk
+            assert set(session.scalars(select(Person.governorate))) == {"KAS"}
+
     def test_extra_cells_reject_the_row(self, committed, tmp_path):
         path = write(tmp_path / "members.csv", MEMBER_COLUMNS, [member_row(SID1, "08123456")])
         with path.open("a", encoding="utf-8") as handle:

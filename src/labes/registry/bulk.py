@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
@@ -50,6 +50,24 @@ class FileError(ValueError):
 
 
 Bundle = dict[type[Base], list[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class RawChunk:
+    """Consecutive records of the file, undecoded: what the reading process hands a worker."""
+
+    header: tuple[str, ...]
+    first_line: int
+    data: bytes
+
+
+def _cell(record: bytes, index: int) -> str:
+    """Return the `index`-th cell of one CSV record (the boundary test: cheap when nothing is quoted)."""
+    if b'"' not in record:
+        cells = record.rstrip(b"\r\n").split(b",", index + 1)
+        return cells[index].decode("utf-8", "replace").strip() if index < len(cells) else ""
+    cells = next(csv.reader([record.decode("utf-8", "replace")]), [])
+    return cells[index].strip() if index < len(cells) else ""
 
 
 @dataclass
@@ -137,6 +155,7 @@ class BulkImport(ABC):
     kind = ""
     columns: tuple[str, ...] = ()
     tables: tuple[type[Base], ...] = ()  # in foreign-key order
+    boundary: tuple[str, str] | None = None  # (column, value): a chunk may start only at such a record
 
     def __init__(self, factory: sessionmaker[Session], *, actor: Actor) -> None:
         self.factory = factory
@@ -152,32 +171,69 @@ class BulkImport(ABC):
         return {}
 
     def start_chunk(self) -> None:
-        """Forget what the previous chunk taught (a chunk starts on a boundary row)."""
-
-    def is_boundary(self, row: dict[str, str]) -> bool:
-        """Whether a chunk may start at this row (members: a member row; its dependants follow it)."""
-        return True
+        """Forget what the previous chunk taught (a chunk starts on a boundary record)."""
 
     # Driver ---------------------------------------------------------------------------------
-    def _rows(self, path: Path) -> Iterator[tuple[int, dict[str, str]]]:
+    def _records(self, raw: BinaryIO) -> Iterator[tuple[int, bytes]]:
+        """Yield (number of physical lines, bytes) per CSV record; a quoted cell may hold line breaks.
+
+        A record ends at a line break outside quotes, that is where the count of quote characters so far is
+        even (RFC 4180 escapes a quote by doubling it). Nothing else is decoded here: the workers parse.
+        """
+        pending, lines = b"", 0
+        for part in raw:
+            pending, lines = pending + part, lines + 1
+            if pending.count(b'"') % 2 == 0:
+                yield lines, pending
+                pending, lines = b"", 0
+        if pending:
+            yield lines, pending
+
+    def _chunks(self, path: Path) -> Iterator[RawChunk]:
+        """Cut the file into chunks of about CHUNK_ROWS records, each starting on a boundary record."""
         with path.open("rb") as raw:
-            text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
-            reader = csv.reader(text)
-            try:
-                header = next(reader, [])
-                self._check_header(path, header)
-                width = len(header)
-                for values in reader:
-                    row = dict(zip(header, values))
-                    if len(values) != width:
-                        row["__extra__" if len(values) > width else "__short__"] = ""
-                    yield reader.line_num, row
-                    self.position = raw.tell()
-            except UnicodeDecodeError:
-                raise FileError(f"{path.name}: not UTF-8 text (near line {reader.line_num + 1}); "
-                                "save the file as UTF-8.") from None
-            except csv.Error as exc:
-                raise FileError(f"{path.name}, line {reader.line_num}: {exc}") from None
+            records = self._records(raw)
+            header_lines, header_bytes = next(records, (1, b""))
+            self.position = len(header_bytes)
+            header = self._decode(header_bytes.removeprefix(b"\xef\xbb\xbf"), 1)
+            header = next(csv.reader([header]), [])
+            self._check_header(path, header)
+            header = tuple(header)
+            at = header.index(self.boundary[0]) if self.boundary else None
+            first, line, parts, rows = header_lines + 1, header_lines + 1, [], 0
+            for lines, record in records:
+                if rows >= CHUNK_ROWS and (at is None or _cell(record, at) == self.boundary[1]):
+                    yield RawChunk(header, first, b"".join(parts))
+                    first, parts, rows = line, [], 0
+                parts.append(record)
+                rows += 1
+                line += lines
+                self.position += len(record)
+            if parts:
+                yield RawChunk(header, first, b"".join(parts))
+
+    @staticmethod
+    def _decode(data: bytes, first_line: int) -> str:
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = first_line + data.count(b"\n", 0, exc.start)
+            raise FileError(f"not UTF-8 text (line {line}); save the file as UTF-8.") from None
+
+    def read_chunk(self, chunk: RawChunk) -> list[tuple[int, dict[str, str]]]:
+        """Parse a chunk's CSV: (line number, cells by column) per record, its last physical line numbering it."""
+        reader = csv.reader(io.StringIO(self._decode(chunk.data, chunk.first_line), newline=""))
+        header, width, offset = chunk.header, len(chunk.header), chunk.first_line - 1
+        rows = []
+        try:
+            for values in reader:
+                row = dict(zip(header, values))
+                if len(values) != width:
+                    row["__extra__" if len(values) > width else "__short__"] = ""
+                rows.append((offset + reader.line_num, row))
+        except csv.Error as exc:
+            raise FileError(f"line {offset + reader.line_num}: {exc}") from None
+        return rows
 
     def _check_header(self, path: Path, header: list[str]) -> None:
         unknown = [c for c in header if c not in self.columns]
@@ -191,16 +247,6 @@ class BulkImport(ABC):
             raise FileError(f"{path.name}: the header does not match the {self.kind} format ({'; '.join(parts)}); "
                             f"see docs/csv-formats.md.")
 
-    def _chunks(self, path: Path) -> Iterator[list[tuple[int, dict[str, str]]]]:
-        chunk: list[tuple[int, dict[str, str]]] = []
-        for line, row in self._rows(path):
-            if len(chunk) >= CHUNK_ROWS and self.is_boundary(row):
-                yield chunk
-                chunk = []
-            chunk.append((line, row))
-        if chunk:
-            yield chunk
-
     def _parallel(self, chunks: Iterator[list], workers: int) -> Iterator[ChunkOutcome]:
         bind = self.factory.kw["bind"]
         url = bind.url.render_as_string(hide_password=False)
@@ -209,7 +255,7 @@ class BulkImport(ABC):
                                  initargs=(type(self), url, self.actor)) as pool:
             in_flight: deque = deque()
             for chunk in chunks:
-                in_flight.append(pool.submit(_worker_chunk, chunk))
+                in_flight.append(pool.submit(_worker_chunk, chunk))  # bytes: cheap to hand over
                 if len(in_flight) >= 2 * workers:  # bounded: memory stays flat however big the file
                     yield in_flight.popleft().result()
             while in_flight:
@@ -240,7 +286,8 @@ class BulkImport(ABC):
                 deferred.extend(outcome.deferred)
 
             chunks = self._chunks(path)
-            outcomes = self._parallel(chunks, workers) if workers > 1 else map(self.process_chunk, chunks)
+            outcomes = (self._parallel(chunks, workers) if workers > 1
+                        else (self.process_chunk(self.read_chunk(chunk)) for chunk in chunks))
             for outcome in outcomes:
                 merge(outcome)
                 if progress:
@@ -286,8 +333,8 @@ class BulkImport(ABC):
                     outcome.deferred.append((line, raw_by_line[line]))
                 else:
                     rejected[line] = exc
-            good = [(line, bundle) for line, bundle in parsed if line not in rejected
-                    and line not in {d for d, _ in outcome.deferred}]
+            later = {line for line, _ in outcome.deferred}
+            good = [(line, bundle) for line, bundle in parsed if line not in rejected and line not in later]
             try:
                 with session.begin_nested():
                     self._upsert(session, [bundle for _, bundle in good])
@@ -339,5 +386,6 @@ def _worker_init(cls: type[BulkImport], url: str, actor: Actor) -> None:
     _worker["importer"] = cls(sessionmaker(bind=make_engine(url), expire_on_commit=False), actor=actor)
 
 
-def _worker_chunk(chunk: list[tuple[int, dict[str, str]]]) -> ChunkOutcome:
-    return _worker["importer"].process_chunk(chunk)
+def _worker_chunk(chunk: RawChunk) -> ChunkOutcome:
+    importer = _worker["importer"]
+    return importer.process_chunk(importer.read_chunk(chunk))

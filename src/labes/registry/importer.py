@@ -72,6 +72,7 @@ class MembersImport(BulkImport):
     kind = "members"
     columns = MEMBER_COLUMNS
     tables = (Person, Member, CoveragePeriod, Dependant, ChronicCondition, AmenHousehold, AmenMember)
+    boundary = ("record_type", "member")  # a family's dependants follow its member, in the same chunk
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -121,9 +122,6 @@ class MembersImport(BulkImport):
 
     def start_chunk(self) -> None:
         self._family = None
-
-    def is_boundary(self, row: dict[str, str]) -> bool:
-        return row.get("record_type") == "member"
 
     def parse(self, row: dict[str, str]) -> Bundle:
         record_type = choice(row, "record_type", ("member", "dependant"))
