@@ -9,6 +9,7 @@ savepoint per row, so only the offending rows go to the error file.
 from __future__ import annotations
 
 import csv
+import gc
 import hashlib
 import io
 import multiprocessing
@@ -287,7 +288,7 @@ class BulkImport(ABC):
 
             chunks = self._chunks(path)
             outcomes = (self._parallel(chunks, workers) if workers > 1
-                        else (self.process_chunk(self.read_chunk(chunk)) for chunk in chunks))
+                        else (self.load_chunk(chunk) for chunk in chunks))
             for outcome in outcomes:
                 merge(outcome)
                 if progress:
@@ -311,6 +312,21 @@ class BulkImport(ABC):
                                                      "counts": result.counts})
         return result
 
+    def load_chunk(self, chunk: RawChunk) -> ChunkOutcome:
+        """Read and write one raw chunk.
+
+        The cyclic garbage collector waits meanwhile: a chunk's hundreds of thousands of small objects hold
+        no cycles, and collecting while they accumulate cost a third of the parsing. They are freed, by
+        reference counting, when the chunk is done.
+        """
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return self.process_chunk(self.read_chunk(chunk))
+        finally:
+            if enabled:
+                gc.enable()
+
     def process_chunk(self, chunk: list[tuple[int, dict[str, str]]], *, final: bool = False) -> ChunkOutcome:
         """Parse, check and write one chunk in one transaction; return what happened to each row."""
         outcome = ChunkOutcome(rows=len(chunk))
@@ -328,6 +344,11 @@ class BulkImport(ABC):
             except RowError as exc:
                 rejected[line] = exc
         with session_scope(self.factory) as session:
+            if session.get_bind().dialect.name == "postgresql":
+                # A chunk's COMMIT does not wait for its WAL to reach the disk: a crash loses at most the last
+                # chunks, which a re-run writes again (every write is an upsert), and the run's closing audit
+                # event commits normally, which flushes every chunk's WAL before it.
+                session.execute(text("SET LOCAL synchronous_commit = off"))
             for line, exc in self.check_chunk(session, parsed).items():
                 if isinstance(exc, RetryLater) and not final:
                     outcome.deferred.append((line, raw_by_line[line]))
@@ -387,5 +408,4 @@ def _worker_init(cls: type[BulkImport], url: str, actor: Actor) -> None:
 
 
 def _worker_chunk(chunk: RawChunk) -> ChunkOutcome:
-    importer = _worker["importer"]
-    return importer.process_chunk(importer.read_chunk(chunk))
+    return _worker["importer"].load_chunk(chunk)
