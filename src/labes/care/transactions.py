@@ -74,19 +74,28 @@ _CARDS = (select(*_labelled("card", (Card.id, Card.serial, Card.card_type, Card.
           .where(Card.serial.in_(bindparam("serials", expanding=True))))
 
 
-def _rows(session: Session, statement, parameters: dict[str, Any]) -> list[SimpleNamespace]:
-    """Run `statement` and return each row as a namespace per table prefix: `row.person.cin`, `row.serial`."""
+def _layout(keys: tuple[str, ...]) -> tuple[list[tuple[str, int]], list[tuple[str, int, list[tuple[str, int]]]]]:
+    """Group the `prefix__column` keys of a result: the card's own columns, then (table, id position, columns)."""
+    groups: dict[str, list[tuple[str, int]]] = {}
+    for index, key in enumerate(keys):
+        table, column = key.split("__", 1)
+        groups.setdefault(table, []).append((column, index))
+    own = groups.pop("card", [])
+    return own, [(table, dict(columns)["id"], columns) for table, columns in groups.items()]
+
+
+_LAYOUT = _layout(tuple(column.name for column in _CARDS.selected_columns))
+
+
+def _signers(session: Session, *, serials: list[str], facility: str) -> list[SimpleNamespace]:
+    """Return the cards of `serials` as namespaces with their holder, the facility and the practice: `card.person.cin`."""
+    own, tables = _LAYOUT
     out = []
-    for row in session.connection().execute(statement, parameters).mappings():
-        parts: dict[str, dict[str, Any]] = {}
-        for key, value in row.items():
-            table, column = key.split("__", 1)
-            parts.setdefault(table, {})[column] = value
-        card = parts.pop("card", None) or {}
-        for table, values in parts.items():
-            card[table] = SimpleNamespace(**values) if values.get("id") is not None else None
-        if "practice" in card:
-            card["practice_id"] = card.pop("practice").id if card["practice"] else None
+    for row in session.connection().execute(_CARDS, {"serials": serials, "facility": facility}):
+        card = {column: row[index] for column, index in own}
+        for table, id_at, columns in tables:
+            card[table] = SimpleNamespace(**{column: row[index] for column, index in columns}) if row[id_at] is not None else None
+        card["practice_id"] = card.pop("practice").id if card["practice"] else None
         out.append(SimpleNamespace(**card))
     return out
 
@@ -138,12 +147,25 @@ def _insert_ignore(session: Session):
     return (pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert)
 
 
+# Built once per dialect: the gate runs on every point-of-care request, and the ORM's insert and update
+# paths cost more than the statements themselves.
+_USE_CHALLENGE = {name: (insert(UsedChallenge).values(nonce=bindparam("nonce"), expires_at=bindparam("expires_at"))
+                         .on_conflict_do_nothing().returning(UsedChallenge.nonce))
+                  for name, insert in (("postgresql", pg_insert), ("sqlite", sqlite_insert))}
+# A busy card signs many transactions at once: whichever finds the row free notes the use; the others
+# skip it (PostgreSQL's SKIP LOCKED) rather than queue behind a lock for a figure kept to the hour.
+_NOTE_USE = {name: update(Card).where(Card.id.in_(
+                 select(Card.id).where(Card.id.in_(bindparam("ids", expanding=True)))
+                 .with_for_update(skip_locked=True) if name == "postgresql" else bindparam("ids", expanding=True)))
+             .values(last_used_at=bindparam("now"))
+             for name in ("postgresql", "sqlite")}
+
+
 def _use_challenge(session: Session, *, secret: bytes, token: str, now: datetime) -> None:
     challenge = protocol.open_challenge(secret, token, now=now)
-    inserted = session.execute(
-        _insert_ignore(session)(UsedChallenge).values(nonce=challenge.nonce, expires_at=challenge.expires_at)
-        .on_conflict_do_nothing().returning(UsedChallenge.nonce)
-    ).first()
+    connection = session.connection()
+    inserted = connection.execute(_USE_CHALLENGE[connection.dialect.name],
+                                  {"nonce": challenge.nonce, "expires_at": challenge.expires_at}).first()
     if inserted is None:
         raise InvalidTransaction("This challenge has already been used: a signed transaction is accepted once. "
                                  "Ask for a new challenge and sign again.", field="challenge")
@@ -186,7 +208,7 @@ def accept(session: Session, *, body: dict[str, Any], action: str, secret: bytes
     if tx.time - now > protocol.CLOCK_SKEW:
         raise InvalidTransaction("The transaction is dated in the future.", field="transaction.payload.time")
 
-    found = {row.serial: row for row in _rows(session, _CARDS, {"serials": sorted(expected), "facility": tx.facility})}
+    found = {card.serial: card for card in _signers(session, serials=sorted(expected), facility=tx.facility)}
     professional_card = _card(found, tx.professional_card, "professional")
     patient_card = _card(found, tx.patient_card, "patient") if tx.patient_card else None
     for card in filter(None, (professional_card, patient_card)):
@@ -209,8 +231,7 @@ def accept(session: Session, *, body: dict[str, Any], action: str, secret: bytes
     person = patient_card.person if patient_card else None
     verified = Verified(tx, signed.jws_json, body["content"], professional, professional_card, facility,
                         patient_card, person, now)
-    for card in filter(None, (professional_card, patient_card)):
-        _mark_used(session, verified.actor, card, now)
+    _mark_used(session, verified.actor, [card for card in (professional_card, patient_card) if card], now)
     return verified
 
 
@@ -227,20 +248,15 @@ def _card(found: dict[str, SimpleNamespace], serial: str, role: str) -> SimpleNa
     return card
 
 
-def _mark_used(session: Session, actor: Actor, card: SimpleNamespace, now: datetime) -> None:
-    if card.state == "delivered":
-        cards.first_use(session, actor=actor, card_id=card.id, now=now)
-    last = card.last_used_at
-    if last is not None and last.tzinfo is None:
-        last = last.replace(tzinfo=UTC)
-    if last is None or now - last >= _LAST_USED_EVERY:
-        # A busy card signs many transactions at once: whichever finds the row free notes the use; the
-        # others skip it rather than queue behind a lock for a figure kept to the hour.
-        target = select(Card.id).where(Card.id == card.id)
-        if session.get_bind().dialect.name == "postgresql":
-            target = target.with_for_update(skip_locked=True)
-        session.execute(update(Card).where(Card.id.in_(target)).values(last_used_at=now)
-                        .execution_options(synchronize_session=False))
+def _mark_used(session: Session, actor: Actor, signers: list[SimpleNamespace], now: datetime) -> None:
+    """Put new cards in use, and note each card's last use to the hour (one statement for both cards)."""
+    for card in signers:
+        if card.state == "delivered":
+            cards.first_use(session, actor=actor, card_id=card.id, now=now)
+    stale = [card.id for card in signers if card.last_used_at is None or now - utc(card.last_used_at) >= _LAST_USED_EVERY]
+    if stale:
+        connection = session.connection()
+        connection.execute(_NOTE_USE[connection.dialect.name], {"ids": stale, "now": now})
 
 
 SEQUENCED = frozenset({"CS", "RX", "DS", "AP"})  # PostgreSQL sequences of migration 0004
