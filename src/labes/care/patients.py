@@ -13,7 +13,7 @@ from datetime import date
 from typing import Any
 
 from sqlalchemy import bindparam, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from labes.care.models import FamilyUsage
 from labes.registry import rules as registry_rules
@@ -38,7 +38,7 @@ class PatientFile:
     scheme: str | None
     family_doctor: FamilyDoctor | None
     chronic: tuple[Any, ...]  # code, icd10, valid_from, valid_to
-    amen: Any | None  # id, number, level, valid_from, valid_to
+    amen: AmenStatus | None
     amen_covered: bool
     family_size: int  # beneficiaries covered on `on`, the ceiling grid's key
     dependent_parents: int
@@ -60,16 +60,27 @@ _AS_DEPENDANT = (select(Dependant.id).where(Dependant.person_id == bindparam("pe
 _LATEST_SCHEME = (select(func.max(CoveragePeriod.start_date))
                   .where(CoveragePeriod.member_id == Member.id, CoveragePeriod.start_date <= bindparam("on"))
                   .correlate(Member).scalar_subquery())
+_HOLDER = aliased(Person)  # the family's insured member (the patient, or the member whose dependant they are)
+_AMEN_OF = (select(AmenMember.household_id).where(AmenMember.person_id == Person.id).correlate(Person)
+            .limit(1).scalar_subquery())
+# The patient, their family's head (if any) with its care scheme, family doctor and usage, and their Amen
+# household (if any): one row, found from the patient's own primary key.
 _HEAD = (select(Member.id, Member.person_id, Member.social_id, Member.regime, Member.status, Member.affiliation_start,
-                Member.affiliation_end, Person.death_date, CoveragePeriod.scheme,
+                Member.affiliation_end, _HOLDER.death_date, CoveragePeriod.scheme,
                 Professional.id.label("doctor_id"), Professional.licence.label("doctor_licence"),
                 Professional.name_lat.label("doctor_name"),
-                FamilyUsage.ceiling_used_millimes, FamilyUsage.copay_used_millimes, _AS_DEPENDANT.label("dependant_id"))
-         .join(Person, Person.id == Member.person_id)
+                FamilyUsage.ceiling_used_millimes, FamilyUsage.copay_used_millimes, _AS_DEPENDANT.label("dependant_id"),
+                AmenHousehold.id.label("amen_id"), AmenHousehold.number.label("amen_number"),
+                AmenHousehold.level.label("amen_level"), AmenHousehold.valid_from.label("amen_valid_from"),
+                AmenHousehold.valid_to.label("amen_valid_to"))
+         .select_from(Person)
+         .outerjoin(Member, Member.id.in_(_FAMILIES_OF))
+         .outerjoin(_HOLDER, _HOLDER.id == Member.person_id)
          .outerjoin(CoveragePeriod, (CoveragePeriod.member_id == Member.id) & (CoveragePeriod.start_date == _LATEST_SCHEME))
          .outerjoin(Professional, Professional.id == CoveragePeriod.family_doctor_id)
          .outerjoin(FamilyUsage, (FamilyUsage.member_id == Member.id) & (FamilyUsage.year == bindparam("year")))
-         .where(Member.id.in_(_FAMILIES_OF)).limit(1))
+         .outerjoin(AmenHousehold, AmenHousehold.id == _AMEN_OF)
+         .where(Person.id == bindparam("person_id")).limit(1))
 _DEPENDANTS = (select(Dependant.id, Dependant.relationship, Dependant.rank, Dependant.student_until, Dependant.disabled,
                       Dependant.unmarried_no_income, Dependant.start_date, Dependant.end_date, Person.sex,
                       Person.birth_date, Person.death_date)
@@ -77,12 +88,6 @@ _DEPENDANTS = (select(Dependant.id, Dependant.relationship, Dependant.rank, Depe
 _CHRONIC = (select(ChronicCondition.code, ChronicCondition.icd10, ChronicCondition.valid_from, ChronicCondition.valid_to)
             .where(ChronicCondition.person_id == bindparam("person_id"), ChronicCondition.valid_from <= bindparam("on"))
             .order_by(ChronicCondition.code))
-_AMEN = (select(AmenHousehold.id, AmenHousehold.number, AmenHousehold.level, AmenHousehold.valid_from,
-                AmenHousehold.valid_to)
-         .join(AmenMember, AmenMember.household_id == AmenHousehold.id)
-         .where(AmenMember.person_id == bindparam("person_id")).limit(1))
-
-
 @dataclass(frozen=True)
 class FamilyDoctor:
     id: uuid.UUID
@@ -90,15 +95,27 @@ class FamilyDoctor:
     name_lat: str
 
 
+@dataclass(frozen=True)
+class AmenStatus:
+    """The Amen household a patient belongs to."""
+
+    id: uuid.UUID
+    number: str
+    level: str
+    valid_from: date
+    valid_to: date | None
+
+
 def patient_file(session: Session, *, person: Person, on: date) -> PatientFile:
     """Assemble the patient's file on `on` (rights computed now: nothing is stored, nothing needs renewing).
 
-    Four indexed reads whatever the population: the family's head (found from the patient, a member or a
-    dependant) with its care scheme, family doctor and usage; the family's dependants; the patient's chronic
-    diseases; the Amen household.
+    Three indexed reads whatever the population: the patient's family head (found from the patient, a member or
+    a dependant) with its care scheme, family doctor and usage, and the patient's Amen household; the family's
+    dependants; the patient's chronic diseases.
     """
     connection = session.connection()
-    member = connection.execute(_HEAD, {"person_id": person.id, "on": on, "year": on.year}).first()
+    head = connection.execute(_HEAD, {"person_id": person.id, "on": on, "year": on.year}).first()
+    member = head if head is not None and head.id is not None else None
 
     covered, reason, until = False, "Not registered as an insured member or a dependant.", None
     role, rank = "amen", 0
@@ -130,9 +147,9 @@ def patient_file(session: Session, *, person: Person, on: date) -> PatientFile:
     chronic = tuple(c for c in connection.execute(_CHRONIC, {"person_id": person.id, "on": on})
                     if c.valid_to is None or on <= c.valid_to)
 
-    amen_covered = False
-    amen = connection.execute(_AMEN, {"person_id": person.id}).first()
-    if amen is not None:
+    amen_covered, amen = False, None
+    if head is not None and head.amen_id is not None:
+        amen = AmenStatus(head.amen_id, head.amen_number, head.amen_level, head.amen_valid_from, head.amen_valid_to)
         eligibility = registry_rules.amen_eligibility(level=amen.level, valid_from=amen.valid_from,
                                                       valid_to=amen.valid_to, on=on)
         amen_covered = eligibility.covered

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Annotated
 
 import anyio
@@ -21,18 +22,27 @@ from labes.security.service import actor_for_token
 _FINISH = anyio.CapacityLimiter(1000)
 
 
+def _end(session: Session, *, commit: bool) -> None:
+    """Commit (or roll back) and close: one trip to a thread, not two."""
+    try:
+        if commit:
+            session.commit()
+        else:
+            session.rollback()
+    finally:
+        session.close()
+
+
 async def get_session(request: Request) -> AsyncIterator[Session]:
     """One transaction per request: commit if the handler succeeds, roll back if it raises."""
     session = request.app.state.sessionmaker()
     session.info["request_id"] = getattr(request.state, "request_id", None)
     try:
         yield session
-        await anyio.to_thread.run_sync(session.commit, limiter=_FINISH)
     except BaseException:
-        await anyio.to_thread.run_sync(session.rollback, limiter=_FINISH)
+        await anyio.to_thread.run_sync(partial(_end, session, commit=False), limiter=_FINISH)
         raise
-    finally:
-        await anyio.to_thread.run_sync(session.close, limiter=_FINISH)
+    await anyio.to_thread.run_sync(partial(_end, session, commit=True), limiter=_FINISH)
 
 
 # scope="function": the commit happens before the response is sent, so a failed commit is never a 200.
