@@ -98,7 +98,9 @@ def app_for(keys_dir):
     from labes.app import create_app
 
     def build(factory: sessionmaker[Session]):
-        settings = Settings(database_url="sqlite://", environment="test", log_level="WARNING", keys_dir=keys_dir)
+        # No sealer: its thread would share the test's connection with the requests' threads.
+        settings = Settings(database_url="sqlite://", environment="test", log_level="WARNING", keys_dir=keys_dir,
+                            audit_seal_interval=0)
         return create_app(settings, factory)
 
     return build

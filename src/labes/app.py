@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 import re
 import time
 import uuid
+from functools import partial
 
 import anyio
 from fastapi import FastAPI, Request
@@ -27,6 +28,7 @@ from labes.care.routes import router as care_router
 from labes.claims.routes import router as claims_router
 from labes.fhir.routes import router as fhir_router
 from labes.registry.routes import router as registry_router
+from labes.security import audit
 from labes.security.routes import router as security_router
 from labes.stats.routes import router as stats_router
 
@@ -79,13 +81,19 @@ def create_app(settings: Settings | None = None, factory: sessionmaker[Session] 
     settings = settings or get_settings()
     configure_logging(settings.log_level)
     @asynccontextmanager
-    async def lifespan(_app: FastAPI):
+    async def lifespan(app: FastAPI):
         # Handlers are synchronous (SQLAlchemy sessions) and run on AnyIO's worker threads. On PostgreSQL a
-        # few threads per process keep the database busy; many only queue on the GIL while one of them holds
-        # the audit chain's lock. SQLite takes its write lock at a request's first read, in a dependency's
-        # thread, so there the default (AnyIO's 40) keeps a thread free for the request that holds it.
+        # few threads per process keep the database busy; many only queue on the GIL. SQLite takes its write
+        # lock at a request's first read, in a dependency's thread, so there the default (AnyIO's 40) keeps a
+        # thread free for the request that holds it.
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
-        yield
+        async with anyio.create_task_group() as tasks:
+            if settings.audit_seal_interval:
+                # Every process may seal: one at a time holds the chain, the others skip their turn.
+                sealer = partial(audit.run_sealer, app.state.sessionmaker, interval=settings.audit_seal_interval)
+                tasks.start_soon(sealer)
+            yield
+            tasks.cancel_scope.cancel()
 
     app = FastAPI(
         lifespan=lifespan,

@@ -142,19 +142,35 @@ def generate(members: Annotated[int, typer.Option(help="Number of insured member
                f"{result.facilities} facilities, {result.professionals} professionals → {out}")
 
 
+def _seal_pending() -> int:
+    from labes.db import session_scope
+    from labes.security.audit import seal_all
+
+    with session_scope() as session:
+        return seal_all(session)
+
+
+@audit_app.command("seal")
+def audit_seal() -> None:
+    """Chain every audit event written but not sealed yet; print how many."""
+    typer.echo(f"sealed {_seal_pending()} events")
+
+
 @audit_app.command("verify")
 def audit_verify() -> None:
-    """Recompute the audit hash chain; exit 1 naming the first tampered or missing row."""
+    """Seal pending events, then recompute the hash chain; exit 1 naming the first tampered or missing row."""
     from labes.db import session_scope
     from labes.security.audit import verify
 
+    typer.echo(f"sealed {_seal_pending()} events")
     with session_scope() as session:
         result = verify(session)
+    pending = f"; {result.pending} written since, not sealed yet" if result.pending else ""
     if result.ok:
-        typer.echo(f"audit trail intact: {result.checked} events, head {result.head_hash}")
+        typer.echo(f"audit trail intact: {result.checked} events, head {result.head_hash}{pending}")
         return
     typer.echo(f"audit trail BROKEN at row {result.first_bad_seq}: {result.problem} "
-               f"({result.checked} events verified before it)")
+               f"({result.checked} events verified before it{pending})")
     raise typer.Exit(1)
 
 

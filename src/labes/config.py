@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     fund_address: str = Field(default="", description="The fund's postal address, printed on tax certificates")
     fund_tax_id: str = Field(default="", description="The fund's tax identifier, printed on tax certificates")
     card_return_days: int = Field(default=90, ge=1, description="Days a card waits at a pick-up point before it is returned")
+    audit_seal_interval: float = Field(default=0.5, ge=0, description="Seconds between two sealings of the audit "
+                                       "trail by each app process; 0: this process does not seal")
 
 
 @lru_cache

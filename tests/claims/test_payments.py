@@ -188,7 +188,7 @@ class TestRun:
         session.commit()
 
         events = session.execute(select(AuditEvent.action, AuditEvent.entity_id, AuditEvent.after)
-                                 .where(AuditEvent.action.like("claims:payment:%")).order_by(AuditEvent.seq)).all()
+                                 .where(AuditEvent.action.like("claims:payment:%")).order_by(AuditEvent.id)).all()
         assert [e.action for e in events] == ["claims:payment:statement"] * 3 + ["claims:payment:run"]
         assert events[-1].entity_id == result.number and events[-1].after["tax_withheld"] == 2980
         assert {e.entity_id for e in events[:3]} == {s.number for s in result.statements}

@@ -1,4 +1,7 @@
-"""The audit trail: every write leaves a hash-chained event, a refused write leaves none, tampering is named."""
+"""The audit trail: every write leaves an event, chained once sealed; a refused write leaves none; tampering is named.
+
+How events are sealed (after commit, by one sealer at a time) is tested in test_audit_sealing.py.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ from labes.cards.service import issue_card, move, resolve_holder
 from labes.cli import app as cli
 from labes.registry.models import Person
 from labes.security import service as security_service
-from labes.security.audit import GENESIS, event_hash, verify
+from labes.security.audit import GENESIS, event_hash, seal_all, verify
 from labes.security.models import AuditEvent
 from labes.security.service import create_agent, create_api_token, login
 from tests import factories
@@ -42,7 +45,14 @@ def unique(prefix: str) -> str:
 
 
 def events_of(session, request_id: str) -> list[AuditEvent]:
-    return list(session.scalars(select(AuditEvent).where(AuditEvent.request_id == request_id).order_by(AuditEvent.seq)))
+    return list(session.scalars(select(AuditEvent).where(AuditEvent.request_id == request_id).order_by(AuditEvent.id)))
+
+
+def seal_in(session) -> int:
+    """Seal what the test wrote, in its own transaction, and forget the rows loaded before."""
+    sealed = seal_all(session)
+    session.expire_all()
+    return sealed
 
 
 def audit_count(session) -> int:
@@ -247,6 +257,8 @@ class TestEveryWriteIsAudited:
         assert person.before is None and person.after["cin"] == body["person"]["cin"]
         assert member.entity_id == body["social_id"]
         assert member.after["social_id"] == body["social_id"] and member.after["care_scheme"] == "public"
+        assert person.id < member.id
+        seal_in(session)
         assert [member.seq - 1, member.prev_hash] == [person.seq, person.hash]
 
     def test_update_records_before_and_after(self, client, session, world):
@@ -307,6 +319,8 @@ class TestRefusedWritesLeaveNothing:
 
 class TestVerify:
     def test_intact_chain_is_ok(self, session, world):
+        seal_in(session)
+
         result = verify(session)
 
         assert result.ok, result.problem
@@ -326,11 +340,13 @@ class TestVerify:
 
 @pytest.fixture
 def chain(committed) -> list[int]:
-    """Commit three events for real; return their sequence numbers."""
+    """Commit three events for real and seal them; return their sequence numbers."""
     with committed() as session:
         first = (session.scalar(select(func.max(AuditEvent.seq))) or 0) + 1
         factories.member(session)  # person:create, member:create
         factories.facility(session)  # facility:create
+        session.commit()
+        assert seal_all(session) == 3
         session.commit()
     return [first, first + 1, first + 2]
 
@@ -378,7 +394,7 @@ class TestTampering:
     def test_row_rewritten_with_a_recomputed_hash_is_named(self, engine, committed, chain):
         seq = chain[1]
         with committed() as session:
-            row = session.get(AuditEvent, seq)
+            row = session.scalars(select(AuditEvent).where(AuditEvent.seq == seq)).one()
             forged = dict(row.after, social_id="00000000000")
             digest = event_hash(seq=row.seq, at=row.at, actor=row.actor, action=row.action, entity_type=row.entity_type,
                                 entity_id=row.entity_id, before=row.before, after=forged, request_id=row.request_id,
@@ -406,24 +422,30 @@ class TestAuditApi:
         assert response.status_code == 200, response.text
         events = response.json()
         assert [e["action"] for e in events] == ["registry:member:update", "registry:member:create"]
-        assert events[0]["seq"] > events[1]["seq"]
+        assert events[0]["id"] > events[1]["id"]
+        assert (events[0]["seq"], events[0]["hash"]) == (None, None)  # not sealed yet, already readable
         assert events[0]["actor"] == world.clerk_label
         assert events[0]["after"]["employer"] == "Tunisair"
 
-    def test_pages_backwards(self, client, world):
+    @pytest.mark.parametrize("parameter", ["before_id", "before_seq"])
+    def test_pages_backwards(self, client, world, parameter):
         newest = client.get("/api/v1/audit", params={"limit": 2}, headers=world.admin).json()
 
-        older = client.get("/api/v1/audit", params={"limit": 2, "before_seq": newest[-1]["seq"]}, headers=world.admin).json()
+        older = client.get("/api/v1/audit", params={"limit": 2, parameter: newest[-1]["id"]}, headers=world.admin).json()
 
-        assert [e["seq"] for e in newest] == [newest[0]["seq"], newest[0]["seq"] - 1]
-        assert [e["seq"] for e in older] == [newest[-1]["seq"] - 1, newest[-1]["seq"] - 2]
+        assert [e["id"] for e in newest] == [newest[0]["id"], newest[0]["id"] - 1]
+        assert [e["id"] for e in older] == [newest[-1]["id"] - 1, newest[-1]["id"] - 2]
 
     def test_verify_endpoint(self, client, session, world):
+        seal_in(session)
+        client.patch(f"/api/v1/members/{world.social_id}", json={"employer": "Tunisair"}, headers=world.clerk)
+
         response = client.get("/api/v1/audit/verify", headers=world.admin)
 
         assert response.status_code == 200, response.text
-        assert response.json() | {"head_hash": None} == {"ok": True, "checked": audit_count(session), "head_hash": None,
-                                                         "first_bad_seq": None, "problem": None}
+        assert response.json() | {"head_hash": None} == {"ok": True, "checked": audit_count(session) - 1,
+                                                         "head_hash": None, "first_bad_seq": None, "problem": None,
+                                                         "pending": 1}
 
     def test_verify_endpoint_names_a_tampered_row(self, app_for, engine, committed, chain):
         with committed() as session:
@@ -447,6 +469,7 @@ class TestAuditCli:
         result = cli_runner.invoke(cli, ["audit", "verify"])
 
         assert result.exit_code == 0, result.output
+        assert result.stdout.startswith("sealed 0 events\n")
         assert f"intact: {chain[-1]} events" in result.stdout
 
     def test_tampered_trail_exits_1_naming_the_row(self, cli_runner, engine, chain):

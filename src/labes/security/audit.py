@@ -1,28 +1,34 @@
 """The append-only, hash-chained audit trail.
 
 Services call `record()` during a unit of work; the events are written just before the transaction
-commits, under a lock, each with `seq` = previous + 1 and `hash` = SHA-256(previous hash + this event).
-A changed, removed or inserted row breaks the chain, and `verify()` names the first one.
+commits, numbered by `id`, without a lock. Shortly after, one sealer at a time (`seal()`, run by each app
+process every `audit_seal_interval` seconds) chains them in `id` order: `seq` = previous + 1 and
+`hash` = SHA-256(previous hash + this event). A changed, removed or inserted sealed row breaks the chain,
+and `verify()` names the first one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import event, insert, inspect, select, text
-from sqlalchemy.orm import Session
+import anyio
+from sqlalchemy import event, func, insert, inspect, select, text, update
+from sqlalchemy.orm import Session, sessionmaker
 
+from labes.db import session_scope
 from labes.security.models import AuditEvent
 
 GENESIS = "0" * 64
 _PENDING = "labes_audit_pending"
+log = logging.getLogger("labes.audit")
 
 
 @dataclass(frozen=True)
@@ -93,30 +99,15 @@ def record(session: Session, *, actor: Actor, action: str, entity_type: str, ent
     )
 
 
-def _lock_chain(session: Session) -> None:
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(7361726)"))
-    # SQLite: the flush above already holds the database's single write lock.
-
-
 @event.listens_for(Session, "before_commit")
 def _write_pending(session: Session) -> None:
     pending = session.info.pop(_PENDING, None)
     if not pending:
         return
-    session.flush()
-    _lock_chain(session)
-    last = session.execute(select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)).first()
-    seq, prev = (last.seq, last.hash) if last else (0, GENESIS)
     now = datetime.now(UTC)
-    rows = []
-    for item in pending:
-        seq += 1
-        digest = event_hash(seq=seq, at=now, prev_hash=prev, **item)
-        rows.append({"seq": seq, "at": now, "prev_hash": prev, "hash": digest, **item})
-        prev = digest
     # A Core insert: every write of the system passes here, and ORM objects would only be thrown away.
-    session.execute(insert(AuditEvent), rows)
+    # No lock and no read of the chain: the sealer chains these events after they commit.
+    session.connection().execute(insert(AuditEvent.__table__), [{"at": now, **item} for item in pending])
 
 
 @event.listens_for(Session, "after_rollback")
@@ -124,16 +115,91 @@ def _drop_pending(session: Session) -> None:
     session.info.pop(_PENDING, None)
 
 
+def _head(session: Session) -> tuple[int, str]:
+    last = session.execute(select(AuditEvent.seq, AuditEvent.hash).where(AuditEvent.seq.is_not(None))
+                           .order_by(AuditEvent.seq.desc()).limit(1)).first()
+    return (last.seq, last.hash) if last else (0, GENESIS)
+
+
+def _hold_the_chain(session: Session) -> bool:
+    if session.get_bind().dialect.name != "postgresql":
+        return True  # SQLite: the transaction began IMMEDIATE and holds the database's only write lock.
+    return session.scalar(text("SELECT pg_try_advisory_xact_lock(7361726)"))
+
+
+_CONTENT = (AuditEvent.at, AuditEvent.actor, AuditEvent.action, AuditEvent.entity_type, AuditEvent.entity_id,
+            AuditEvent.before, AuditEvent.after, AuditEvent.request_id)
+
+
+def seal(session: Session, *, limit: int = 1000) -> int:
+    """Chain up to `limit` unsealed events after the head, in the order written; return how many.
+
+    Returns 0 at once if another sealer is at work: it will seal them. The caller commits.
+    """
+    if not _hold_the_chain(session):
+        return 0
+    # The hash covers the values as read back, which are what verify() recomputes from.
+    unsealed = session.execute(select(AuditEvent.id, *_CONTENT).where(AuditEvent.seq.is_(None))
+                               .order_by(AuditEvent.id).limit(limit)).all()
+    if not unsealed:
+        return 0
+    seq, prev = _head(session)
+    rows = []
+    for row in unsealed:
+        content = row._asdict()
+        event_id = content.pop("id")
+        seq += 1
+        digest = event_hash(seq=seq, prev_hash=prev, **content)
+        rows.append({"id": event_id, "seq": seq, "prev_hash": prev, "hash": digest})
+        prev = digest
+    # By id, never by range: an event committed late with a lower id is sealed in a later round.
+    session.execute(update(AuditEvent), rows)
+    return len(rows)
+
+
+def seal_all(session: Session, *, batch: int = 1000) -> int:
+    """Seal every pending event, `batch` at a time; return how many (0 if another sealer is at work)."""
+    total = 0
+    while True:
+        sealed = seal(session, limit=batch)
+        total += sealed
+        if sealed < batch:
+            return total
+
+
+def _seal_logged(factory: sessionmaker[Session]) -> None:
+    try:
+        with session_scope(factory) as session:
+            sealed = seal_all(session)
+    except Exception:  # the next round retries; a sealer that stopped would leave events unchained
+        log.exception("audit events could not be sealed")
+        return
+    if sealed:
+        log.debug("audit events sealed", extra={"fields": {"sealed": sealed}})
+
+
+async def run_sealer(factory: sessionmaker[Session], *, interval: float) -> None:
+    """Seal pending events every `interval` seconds until cancelled, then once more."""
+    limiter = anyio.CapacityLimiter(1)  # its own thread: never queued behind requests
+    try:
+        while True:
+            await anyio.sleep(interval)
+            await anyio.to_thread.run_sync(_seal_logged, factory, limiter=limiter)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(_seal_logged, factory, limiter=limiter)
+
+
 def events(session: Session, *, entity_type: str | None = None, entity_id: str | None = None,
-           before_seq: int | None = None, limit: int = 100) -> list[AuditEvent]:
-    """Return audit events, newest first, optionally for one entity and before a sequence number."""
-    query = select(AuditEvent).order_by(AuditEvent.seq.desc()).limit(limit)
+           before_id: int | None = None, limit: int = 100) -> list[AuditEvent]:
+    """Return audit events, newest written first, optionally for one entity and before an id."""
+    query = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
     if entity_type:
         query = query.where(AuditEvent.entity_type == entity_type)
     if entity_id:
         query = query.where(AuditEvent.entity_id == entity_id)
-    if before_seq:
-        query = query.where(AuditEvent.seq < before_seq)
+    if before_id:
+        query = query.where(AuditEvent.id < before_id)
     return list(session.scalars(query))
 
 
@@ -144,6 +210,7 @@ class VerifyResult:
     head_hash: str
     first_bad_seq: int | None = None
     problem: str | None = None
+    pending: int = 0  # written but not sealed yet: not covered by the check
 
 
 def _rows(session: Session, batch: int = 5000) -> Iterator[AuditEvent]:
@@ -158,7 +225,13 @@ def _rows(session: Session, batch: int = 5000) -> Iterator[AuditEvent]:
 
 
 def verify(session: Session) -> VerifyResult:
-    """Walk the chain from the start; return the first tampered, missing or re-hashed row."""
+    """Check the sealed chain and say how many events still await sealing."""
+    pending = session.scalar(select(func.count()).select_from(AuditEvent).where(AuditEvent.seq.is_(None)))
+    return replace(_check_chain(session), pending=pending)
+
+
+def _check_chain(session: Session) -> VerifyResult:
+    """Walk the sealed chain from the start; return the first tampered, missing or re-hashed row."""
     prev_hash, expected, checked = GENESIS, 1, 0
     for row in _rows(session):
         if row.seq != expected:

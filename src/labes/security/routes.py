@@ -83,11 +83,13 @@ def list_audit(
     actor: permitted("audit:read"),
     entity_type: str | None = None,
     entity_id: str | None = None,
-    before_seq: Annotated[int | None, Query(ge=1, description="Page backwards from this sequence number")] = None,
+    before_id: Annotated[int | None, Query(ge=1, description="Page backwards from this event id")] = None,
+    before_seq: Annotated[int | None, Query(ge=1, deprecated=True, description="Same as `before_id`")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[AuditEvent]:
-    """Read the audit trail, newest first, optionally for one entity."""
-    return audit.events(session, entity_type=entity_type, entity_id=entity_id, before_seq=before_seq, limit=limit)
+    """Read the audit trail, newest written first, optionally for one entity; unsealed events have no seq yet."""
+    return audit.events(session, entity_type=entity_type, entity_id=entity_id, before_id=before_id or before_seq,
+                        limit=limit)
 
 
 @router.get("/audit/verify", response_model=AuditVerifyRead)

@@ -69,7 +69,8 @@ class ApiTokenIssued(ApiTokenRead):
 
 
 class AuditEventRead(Schema):
-    seq: int
+    id: int = Field(description="The order events were written; page with `before_id`")
+    seq: int | None = Field(description="Position in the hash chain; null until the event is sealed")
     at: datetime
     actor: str
     action: str
@@ -78,7 +79,7 @@ class AuditEventRead(Schema):
     before: dict[str, Any] | None
     after: dict[str, Any] | None
     request_id: str | None
-    hash: str
+    hash: str | None = Field(description="Null until the event is sealed")
 
 
 class AuditVerifyRead(Schema):
@@ -87,3 +88,4 @@ class AuditVerifyRead(Schema):
     head_hash: str
     first_bad_seq: int | None
     problem: str | None
+    pending: int = Field(description="Events written but not sealed yet (not covered by this check)")
