@@ -8,17 +8,20 @@ status can be read again later. A rejected sheet is corrected under its own numb
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from labes.care.models import CareSheet, CareSheetRevision, FamilyUsage, Visit
+from labes.care.models import CareSheet, CareSheetRevision, FamilyUsage, Millimes, Visit
 from labes.care.patients import PatientFile, patient_file
 from labes.care.schemas import CareSheetContent
-from labes.care.transactions import Verified, _insert_ignore, local_day, next_number, utc
+from labes.care.transactions import Verified, local_day, next_number, utc
 from labes.claims import adjudication as adj
 from labes.claims.models import PriorApproval
 from labes.claims.ruleset import ruleset
@@ -107,17 +110,30 @@ def _approvals(session: Session, patient: PatientFile, cited: str | None) -> tup
                               quantity=a.quantity) for a in rows)
 
 
+def _usage_upsert(insert):
+    statement = insert(FamilyUsage).values(member_id=bindparam("family"), year=bindparam("in_year"),
+                                           ceiling_used_millimes=0, copay_used_millimes=0, care_sheets=1)
+    return (statement.on_conflict_do_update(index_elements=[FamilyUsage.member_id, FamilyUsage.year],
+                                            set_={"care_sheets": statement.excluded.care_sheets + FamilyUsage.care_sheets})
+            .returning(FamilyUsage.ceiling_used_millimes, FamilyUsage.copay_used_millimes))
+
+
+# Built once: every adjudicated care sheet runs both.
+_USAGE = {"postgresql": _usage_upsert(pg_insert), "sqlite": _usage_upsert(sqlite_insert)}
+_CHARGE = (update(FamilyUsage)
+           .where(FamilyUsage.member_id == bindparam("family"), FamilyUsage.year == bindparam("in_year"))
+           .values(ceiling_used_millimes=FamilyUsage.ceiling_used_millimes + bindparam("ceiling", type_=Millimes),
+                   copay_used_millimes=FamilyUsage.copay_used_millimes + bindparam("copay", type_=Millimes)))
+
+
 def _usage(session: Session, member_id, year: int):
     """Return the family's usage of `year`, its row created if need be and locked until commit.
 
     Two sheets of one family adjudicated at the same moment must not both spend the same remainder:
     one upsert both creates the row and takes its lock, and returns what has been used.
     """
-    statement = (_insert_ignore(session)(FamilyUsage)
-                 .values(member_id=member_id, year=year, ceiling_used_millimes=0, copay_used_millimes=0, care_sheets=1))
-    statement = statement.on_conflict_do_update(index_elements=[FamilyUsage.member_id, FamilyUsage.year],
-                                                set_={"care_sheets": statement.excluded.care_sheets + FamilyUsage.care_sheets})
-    return session.execute(statement.returning(FamilyUsage.ceiling_used_millimes, FamilyUsage.copay_used_millimes)).one()
+    connection = session.connection()
+    return connection.execute(_USAGE[connection.dialect.name], {"family": member_id, "in_year": year}).one()
 
 
 def rules_for(on: date):
@@ -214,10 +230,9 @@ def adjudicate(session: Session, *, sheet: CareSheet, verified: Verified, lines:
                      after={"state": "used", "care_sheet": sheet.number})
     if usage_row is not None and decision.status == "accepted" and \
             (decision.ceiling_charged_millimes or decision.copay_charged_millimes):
-        session.execute(update(FamilyUsage)
-                        .where(FamilyUsage.member_id == patient.member.id, FamilyUsage.year == sheet.care_date.year)
-                        .values(ceiling_used_millimes=FamilyUsage.ceiling_used_millimes + decision.ceiling_charged_millimes,
-                                copay_used_millimes=FamilyUsage.copay_used_millimes + decision.copay_charged_millimes))
+        session.connection().execute(_CHARGE, {"family": patient.member.id, "in_year": sheet.care_date.year,
+                                               "ceiling": decision.ceiling_charged_millimes,
+                                               "copay": decision.copay_charged_millimes})
 
 
 def _payee(payee: str, provider: adj.ProviderContext, verified: Verified, patient: PatientFile):
@@ -254,20 +269,21 @@ def receive(session: Session, *, verified: Verified, content: CareSheetContent) 
     patient = patient_file(session, person=verified.patient, on=content.care_date)
     visit = None
     if content.kind in ("consultation", "dental", "physio"):
-        visit = Visit(number=number.replace("CS-", "VS-", 1), patient_person_id=verified.patient.id,
+        visit = Visit(id=uuid.uuid4(), number=number.replace("CS-", "VS-", 1), patient_person_id=verified.patient.id,
                       professional_id=verified.professional.id, facility_id=verified.facility.id,
                       care_date=content.care_date, diagnoses=content.diagnoses,
                       acts=[{"code": l.code, "quantity": l.quantity} for l in content.lines],
                       referral_to=content.referral_to, created_at=verified.now)
-        session.add(visit)
     sheet = new_sheet(verified, number=number, client_key=content.client_key, kind=content.kind,
                        care_date=content.care_date, last_care_date=last, patient=patient)
-    session.add(sheet)
-    session.flush()
-    if visit is not None:
-        sheet.visit_id = visit.id
+    sheet.visit_id = visit.id if visit is not None else None
+    # Decided before it is added to the session: the sheet is written once, with its decision.
     adjudicate(session, sheet=sheet, verified=verified, lines=lines, diagnoses=content.diagnoses,
                approval=content.approval, patient=patient)
+    if visit is not None:
+        session.add(visit)
+        session.flush()  # the visit's row first: the sheet refers to it
+    session.add(sheet)
     session.flush()
     audit_sheet(session, verified, sheet, "care:care-sheet:submit")
     return sheet, True
