@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import (
     JSON, BigInteger, Boolean, Date, DateTime, ForeignKey, Index, Integer, String, UniqueConstraint, Uuid,
 )
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from labes.db import Base
 
@@ -147,6 +147,8 @@ class CareSheet(Base):
     professional_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("professional.id"), index=True)
     facility_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("facility.id"), index=True)
     visit_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("visit.id"))
+    # The visit the sheet bills: set with its sheet, it is written first and its number answered without a read.
+    visit: Mapped[Visit | None] = relationship()
     dispensation_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("dispensation.id"))
     care_date: Mapped[date] = mapped_column(Date)
     last_care_date: Mapped[date] = mapped_column(Date)

@@ -13,7 +13,6 @@ from fastapi import APIRouter, Request, Response, status
 
 from labes.care import dispensing, prescriptions, protocol, rights, sheets
 from labes.care.deps import card_signed, challenge_secret, content_as
-from labes.care.models import Visit
 from labes.care.schemas import (
     ApprovalRequestContent, CareSheetContent, ChallengeRead, DispenseContent, PrescriptionCancelContent,
     PrescriptionContent, PrescriptionOpenContent, RightsCheckContent, StatusQueryContent,
@@ -82,8 +81,7 @@ def read_care_sheet(number: str, session: DbSession, actor: permitted("claims:re
 
 
 def _sheet_answer(session, sheet) -> dict[str, Any]:
-    visit = session.get(Visit, sheet.visit_id) if sheet.visit_id else None
-    return sheets.answer(sheet, visit_number=visit.number if visit else None)
+    return sheets.answer(sheet, visit_number=sheet.visit.number if sheet.visit_id else None)
 
 
 @router.post("/prescriptions", status_code=status.HTTP_201_CREATED, openapi_extra=CARD)

@@ -8,7 +8,6 @@ status can be read again later. A rejected sheet is corrected under its own numb
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -269,21 +268,18 @@ def receive(session: Session, *, verified: Verified, content: CareSheetContent) 
     patient = patient_file(session, person=verified.patient, on=content.care_date)
     visit = None
     if content.kind in ("consultation", "dental", "physio"):
-        visit = Visit(id=uuid.uuid4(), number=number.replace("CS-", "VS-", 1), patient_person_id=verified.patient.id,
+        visit = Visit(number=number.replace("CS-", "VS-", 1), patient_person_id=verified.patient.id,
                       professional_id=verified.professional.id, facility_id=verified.facility.id,
                       care_date=content.care_date, diagnoses=content.diagnoses,
                       acts=[{"code": l.code, "quantity": l.quantity} for l in content.lines],
                       referral_to=content.referral_to, created_at=verified.now)
     sheet = new_sheet(verified, number=number, client_key=content.client_key, kind=content.kind,
                        care_date=content.care_date, last_care_date=last, patient=patient)
-    sheet.visit_id = visit.id if visit is not None else None
+    sheet.visit = visit
     # Decided before it is added to the session: the sheet is written once, with its decision.
     adjudicate(session, sheet=sheet, verified=verified, lines=lines, diagnoses=content.diagnoses,
                approval=content.approval, patient=patient)
-    if visit is not None:
-        session.add(visit)
-        session.flush()  # the visit's row first: the sheet refers to it
-    session.add(sheet)
+    session.add(sheet)  # and its visit, written first
     session.flush()
     audit_sheet(session, verified, sheet, "care:care-sheet:submit")
     return sheet, True
