@@ -20,7 +20,7 @@ from decimal import Decimal
 from typing import Any
 
 import anyio
-from sqlalchemy import event, func, insert, inspect, select, text, update
+from sqlalchemy import bindparam, event, func, insert, inspect, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from labes.db import session_scope
@@ -131,6 +131,12 @@ _CONTENT = (AuditEvent.at, AuditEvent.actor, AuditEvent.action, AuditEvent.entit
             AuditEvent.before, AuditEvent.after, AuditEvent.request_id)
 
 
+_events = AuditEvent.__table__
+# A Core executemany (psycopg pipelines it): the ORM's bulk update by primary key costs more than the writes.
+_SEAL = (update(_events).where(_events.c.id == bindparam("event_id"))
+         .values(seq=bindparam("b_seq"), prev_hash=bindparam("b_prev"), hash=bindparam("b_hash")))
+
+
 def seal(session: Session, *, limit: int = 1000) -> int:
     """Chain up to `limit` unsealed events after the head, in the order written; return how many.
 
@@ -139,8 +145,8 @@ def seal(session: Session, *, limit: int = 1000) -> int:
     if not _hold_the_chain(session):
         return 0
     # The hash covers the values as read back, which are what verify() recomputes from.
-    unsealed = session.execute(select(AuditEvent.id, *_CONTENT).where(AuditEvent.seq.is_(None))
-                               .order_by(AuditEvent.id).limit(limit)).all()
+    unsealed = session.connection().execute(select(AuditEvent.id, *_CONTENT).where(AuditEvent.seq.is_(None))
+                                            .order_by(AuditEvent.id).limit(limit)).all()
     if not unsealed:
         return 0
     seq, prev = _head(session)
@@ -150,10 +156,10 @@ def seal(session: Session, *, limit: int = 1000) -> int:
         event_id = content.pop("id")
         seq += 1
         digest = event_hash(seq=seq, prev_hash=prev, **content)
-        rows.append({"id": event_id, "seq": seq, "prev_hash": prev, "hash": digest})
+        rows.append({"event_id": event_id, "b_seq": seq, "b_prev": prev, "b_hash": digest})
         prev = digest
     # By id, never by range: an event committed late with a lower id is sealed in a later round.
-    session.execute(update(AuditEvent), rows)
+    session.connection().execute(_SEAL, rows)
     return len(rows)
 
 
