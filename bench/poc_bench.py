@@ -122,12 +122,15 @@ def prepare_cards(url: str, keys_dir: Path, cards_dir: Path, *, patients: int, d
     return terminals, patient_cards
 
 
-def start_server(url: str, keys_dir: Path, port: int, workers: int, pool: int, threads: int) -> subprocess.Popen:
+def start_server(url: str, keys_dir: Path, port: int, workers: int, pool: int, threads: int,
+                 log: Path | None = None) -> subprocess.Popen:
+    """Start `labes serve` in its own session; its warnings and errors go to `log` (uvicorn's worker restarts too)."""
     env = {**os.environ, "LABES_DATABASE_URL": url, "LABES_KEYS_DIR": str(keys_dir), "LABES_LOG_LEVEL": "WARNING",
            "LABES_DB_POOL_SIZE": str(pool), "LABES_WORKER_THREADS": str(threads)}
     labes = Path(sys.executable).with_name("labes")
     server = subprocess.Popen([str(labes), "serve", "--port", str(port), "--workers", str(workers)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                              stdout=subprocess.DEVNULL, stderr=log.open("ab") if log else subprocess.DEVNULL,
+                              start_new_session=True)
     import httpx2
 
     deadline = time.time() + 60
@@ -238,7 +241,7 @@ def main() -> None:
 
     threads = args.threads or (2 if args.db == "postgresql" else 40)
     server = start_server(url, keys_dir, args.port, args.workers, pool=max(threads, args.connections // args.workers + 2),
-                          threads=threads)
+                          threads=threads, log=where / "server.log")
     base = f"http://127.0.0.1:{args.port}"
     results = {}
     try:
