@@ -374,7 +374,7 @@ class BulkImport(ABC):
             for bundle in bundles:
                 for item in bundle.get(model, ()):
                     rows[item["id"]] = item  # the last mention of a row in a chunk wins
-            upsert(session, model, list(rows.values()))
+            upsert(session, model, [rows[key] for key in sorted(rows)])  # in key order: index pages in turn
 
     def _write_row_by_row(self, session: Session, chunk: list[tuple[int, Bundle]],
                           rejected: dict[int, RowError]) -> list[tuple[int, Bundle]]:
