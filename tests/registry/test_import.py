@@ -230,7 +230,7 @@ class TestMembersImport:
         path = write(tmp_path / "members.csv", MEMBER_COLUMNS, [member_row(SID1, "08123456")] * 3)
         with path.open("ab") as handle:
             handle.write("member,é".encode("latin-1") + b"\n")
-        with pytest.raises(FileError, match=r"not UTF-8 text \(line 5\)"):
+        with pytest.raises(FileError, match=r"members.csv: not UTF-8 text \(line 5\)"):
             MembersImport(committed, actor=ACTOR).run(path)
 
     def test_quoted_cells_with_line_breaks_commas_and_quotes(self, committed, tmp_path, monkeypatch):
@@ -248,6 +248,14 @@ class TestMembersImport:
             assert session.scalar(select(Person.address).where(Person.cin == "08123456")) == address.replace("\n", "\r\n")
             child = session.scalar(select(Dependant).join(Member).where(Member.social_id == SID1))
             assert child is not None  # the dependant stayed in its member's chunk though the chunk was full
+
+    def test_a_stray_quote_rejects_the_rest_of_the_file_as_one_row(self, committed, tmp_path):
+        path = write(tmp_path / "members.csv", MEMBER_COLUMNS, [member_row(SID1, "08123456")])
+        with path.open("a", encoding="utf-8") as handle:
+            handle.write('member,"unclosed\n' + ",".join(member_row(SID2, "09000001").values()) + "\n")
+        result = load(committed, tmp_path, path)
+        assert (result.rows, result.loaded, result.rejected) == (2, 1, 1)
+        assert errors_of(result.errors_path)[0]["field"] == "row"  # everything after the quote is one short record
 
     def test_a_quoted_record_type_still_starts_a_chunk(self, committed, tmp_path, monkeypatch):
         import labes.registry.bulk as bulk

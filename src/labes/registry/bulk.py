@@ -57,6 +57,7 @@ Bundle = dict[type[Base], list[dict[str, Any]]]
 class RawChunk:
     """Consecutive records of the file, undecoded: what the reading process hands a worker."""
 
+    source: str  # the file's name, for error messages
     header: tuple[str, ...]
     first_line: int
     data: bytes
@@ -181,14 +182,16 @@ class BulkImport(ABC):
         A record ends at a line break outside quotes, that is where the count of quote characters so far is
         even (RFC 4180 escapes a quote by doubling it). Nothing else is decoded here: the workers parse.
         """
-        pending, lines = b"", 0
-        for part in raw:
-            pending, lines = pending + part, lines + 1
-            if pending.count(b'"') % 2 == 0:
-                yield lines, pending
-                pending, lines = b"", 0
-        if pending:
-            yield lines, pending
+        parts: list[bytes] = []
+        quotes = 0
+        for part in raw:  # each line's quotes counted once: a stray quote costs memory, never quadratic time
+            parts.append(part)
+            quotes += part.count(b'"')
+            if quotes % 2 == 0:
+                yield len(parts), b"".join(parts)
+                parts, quotes = [], 0
+        if parts:
+            yield len(parts), b"".join(parts)
 
     def _chunks(self, path: Path) -> Iterator[RawChunk]:
         """Cut the file into chunks of about CHUNK_ROWS records, each starting on a boundary record."""
@@ -196,34 +199,33 @@ class BulkImport(ABC):
             records = self._records(raw)
             header_lines, header_bytes = next(records, (1, b""))
             self.position = len(header_bytes)
-            header = self._decode(header_bytes.removeprefix(b"\xef\xbb\xbf"), 1)
-            header = next(csv.reader([header]), [])
+            header = next(csv.reader([self._decode(header_bytes.removeprefix(b"\xef\xbb\xbf"), path.name, 1)]), [])
             self._check_header(path, header)
             header = tuple(header)
             at = header.index(self.boundary[0]) if self.boundary else None
             first, line, parts, rows = header_lines + 1, header_lines + 1, [], 0
             for lines, record in records:
                 if rows >= CHUNK_ROWS and (at is None or _cell(record, at) == self.boundary[1]):
-                    yield RawChunk(header, first, b"".join(parts))
+                    yield RawChunk(path.name, header, first, b"".join(parts))
                     first, parts, rows = line, [], 0
                 parts.append(record)
                 rows += 1
                 line += lines
                 self.position += len(record)
             if parts:
-                yield RawChunk(header, first, b"".join(parts))
+                yield RawChunk(path.name, header, first, b"".join(parts))
 
     @staticmethod
-    def _decode(data: bytes, first_line: int) -> str:
+    def _decode(data: bytes, source: str, first_line: int) -> str:
         try:
             return data.decode("utf-8")
         except UnicodeDecodeError as exc:
             line = first_line + data.count(b"\n", 0, exc.start)
-            raise FileError(f"not UTF-8 text (line {line}); save the file as UTF-8.") from None
+            raise FileError(f"{source}: not UTF-8 text (line {line}); save the file as UTF-8.") from None
 
     def read_chunk(self, chunk: RawChunk) -> list[tuple[int, dict[str, str]]]:
         """Parse a chunk's CSV: (line number, cells by column) per record, its last physical line numbering it."""
-        reader = csv.reader(io.StringIO(self._decode(chunk.data, chunk.first_line), newline=""))
+        reader = csv.reader(io.StringIO(self._decode(chunk.data, chunk.source, chunk.first_line), newline=""))
         header, width, offset = chunk.header, len(chunk.header), chunk.first_line - 1
         rows = []
         try:
@@ -233,7 +235,7 @@ class BulkImport(ABC):
                     row["__extra__" if len(values) > width else "__short__"] = ""
                 rows.append((offset + reader.line_num, row))
         except csv.Error as exc:
-            raise FileError(f"line {offset + reader.line_num}: {exc}") from None
+            raise FileError(f"{chunk.source}, line {offset + reader.line_num}: {exc}") from None
         return rows
 
     def _check_header(self, path: Path, header: list[str]) -> None:
