@@ -6,14 +6,21 @@ single writer does. Each attempt fetches its challenge and signs first, then bot
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import uuid
 
+import anyio
+import httpx2
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import sessionmaker
 from starlette.testclient import TestClient
 
+from labes.cards.models import Card
 from labes.care.models import CareSheet, Dispensation, PrescriptionLine
+from labes.db import make_engine
+from labes.security.models import AuditEvent
 from labes.terminal import Terminal
 from tests.care.conftest import build_world
 
@@ -90,3 +97,43 @@ def _prescription_id(session, number):
     from labes.care.models import Prescription
 
     return session.scalar(select(Prescription.id).where(Prescription.number == number))
+
+
+def test_a_new_card_signing_many_checks_at_once_does_not_stall_the_request_threads(shared, app_for):
+    """Eight rights checks signed by a doctor's new card, in one process with two request threads.
+
+    The first to pass puts the card in use and holds its row until it commits; the others wait for that
+    row in the two threads. A transaction that gave its thread back before committing would then queue
+    for a thread held by the transactions waiting for it, and the process would stall for good.
+    """
+    world, _, committed = shared
+    # Waits for a row end after 10 s (SQLite's busy timeout does the same), so a regression fails, not hangs.
+    url = committed.kw["bind"].url
+    options = {"connect_args": {"options": "-c lock_timeout=10s"}} if url.get_backend_name() == "postgresql" else {}
+    engine = make_engine(url.render_as_string(hide_password=False), **options)
+    app = app_for(sessionmaker(bind=engine, expire_on_commit=False))
+    doctor = world.doctor_at_clinic
+    bodies = [doctor.sign("rights-check", {}, patient_card=world.cards["patient"], challenge=doctor.challenge())
+              for _ in range(8)]
+    with committed() as session:
+        session.execute(update(Card).where(Card.serial == world.cards["doctor"].serial)
+                        .values(state="delivered", first_used_at=None))
+        session.commit()
+
+    async def post_all() -> list[int]:
+        anyio.to_thread.current_default_thread_limiter().total_tokens = 2  # as `labes serve` on PostgreSQL
+        transport = httpx2.ASGITransport(app=app)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://labes.test") as client:
+            with anyio.fail_after(60):
+                answers = await asyncio.gather(*(client.post("/api/v1/care/rights-checks", json=body) for body in bodies))
+        return [answer.status_code for answer in answers]
+
+    try:
+        assert asyncio.run(post_all()) == [200] * 8
+    finally:
+        engine.dispose()
+    with committed() as session:
+        card = session.scalar(select(Card).where(Card.serial == world.cards["doctor"].serial))
+        assert card.state == "in_use"
+        assert session.scalar(select(func.count()).select_from(AuditEvent).where(
+            AuditEvent.action == "card:status:first_use", AuditEvent.entity_id == card.serial)) == 1

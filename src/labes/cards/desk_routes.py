@@ -15,9 +15,9 @@ from pydantic import Field
 from labes.cards import distribution, points, sms
 from labes.cards.schemas import PickupPointRead
 from labes.schemas import Page, Schema
-from labes.security.deps import DbSession, permitted
+from labes.security.deps import DbSession, UnitOfWorkRoute, permitted
 
-router = APIRouter(prefix="/api/v1", tags=["card distribution"])
+router = APIRouter(prefix="/api/v1", tags=["card distribution"], route_class=UnitOfWorkRoute)
 
 PageNo = Annotated[int, Query(ge=1, le=10_000)]
 PointKind = Literal["post_office", "fund_centre", "health_directorate", "mobile_centre"]

@@ -13,9 +13,9 @@ from labes.cards.schemas import (
     CardBlock, CardEventRead, CardIssue, CardIssued, CardRead, CardReplace, PrintedCodeCheck, PrintedCodeRead,
 )
 from labes.errors import LabesError
-from labes.security.deps import DbSession, permitted
+from labes.security.deps import DbSession, UnitOfWorkRoute, permitted
 
-router = APIRouter(prefix="/api/v1", tags=["cards"])
+router = APIRouter(prefix="/api/v1", tags=["cards"], route_class=UnitOfWorkRoute)
 
 
 class KeysNotReady(LabesError):

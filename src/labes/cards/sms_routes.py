@@ -14,9 +14,9 @@ from pydantic import ConfigDict, Field, ValidationError
 from labes.cards import sms
 from labes.errors import LabesError
 from labes.schemas import Schema
-from labes.security.deps import DbSession, permitted
+from labes.security.deps import DbSession, UnitOfWorkRoute, permitted
 
-router = APIRouter(prefix="/api/v1/sms", tags=["sms"])
+router = APIRouter(prefix="/api/v1/sms", tags=["sms"], route_class=UnitOfWorkRoute)
 
 
 class SmsInbound(Schema):

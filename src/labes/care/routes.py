@@ -19,9 +19,9 @@ from labes.care.schemas import (
 )
 from labes.claims import approvals
 from labes.security import audit
-from labes.security.deps import DbSession, permitted
+from labes.security.deps import DbSession, UnitOfWorkRoute, permitted
 
-router = APIRouter(prefix="/api/v1/care", tags=["point of care"])
+router = APIRouter(prefix="/api/v1/care", tags=["point of care"], route_class=UnitOfWorkRoute)
 CARD = {"x-permission": "card-signed"}
 
 

@@ -8,9 +8,9 @@ from fastapi import APIRouter
 
 from labes.claims import approvals
 from labes.claims.schemas import ApprovalDecision, ApprovalRead
-from labes.security.deps import DbSession, permitted
+from labes.security.deps import DbSession, UnitOfWorkRoute, permitted
 
-router = APIRouter(prefix="/api/v1/claims", tags=["claims"])
+router = APIRouter(prefix="/api/v1/claims", tags=["claims"], route_class=UnitOfWorkRoute)
 
 
 @router.get("/approvals", response_model=list[ApprovalRead])

@@ -14,12 +14,12 @@ import logging
 from typing import Any
 
 from fastapi.responses import Response
-from fastapi.routing import APIRoute
 from fhir.resources.R4B.operationoutcome import OperationOutcome
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Message, Receive, Scope, Send
 
 from labes.errors import PROBLEM_BASE, PROBLEM_MEDIA_TYPE, LabesError
+from labes.security.deps import UnitOfWorkRoute
 
 FHIR_JSON = "application/fhir+json"
 PROBLEM_SYSTEM = PROBLEM_BASE.rstrip("/")  # the problem types, as a code system: clients branch on the code
@@ -92,8 +92,8 @@ def _headers(message: Message, body: bytes) -> list[tuple[bytes, bytes]]:
     return [*kept, (b"content-type", FHIR_JSON.encode()), (b"content-length", str(len(body)).encode())]
 
 
-class FhirRoute(APIRoute):
-    """A route whose errors leave as OperationOutcome (rewritten from the app's problem+json)."""
+class FhirRoute(UnitOfWorkRoute):
+    """A route whose errors leave as OperationOutcome (rewritten from the app's problem+json); it commits like every route."""
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         held: Message | None = None

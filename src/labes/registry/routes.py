@@ -19,9 +19,9 @@ from labes.registry.models import Facility, Professional
 from labes.registry.reference import chronic_disease_names
 from labes.schemas import Page
 from labes.security import audit
-from labes.security.deps import DbSession, permitted
+from labes.security.deps import DbSession, UnitOfWorkRoute, permitted
 
-router = APIRouter(prefix="/api/v1", tags=["registry"])
+router = APIRouter(prefix="/api/v1", tags=["registry"], route_class=UnitOfWorkRoute)
 
 PageNo = Annotated[int, Query(ge=1, le=10_000)]
 PageSize = Annotated[int, Query(ge=1, le=100)]

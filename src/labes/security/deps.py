@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from functools import partial
-from typing import Annotated
+import inspect
+from collections.abc import AsyncIterator, Callable
+from contextvars import ContextVar
+from functools import partial, wraps
+from typing import Annotated, Any
 
 import anyio
 from fastapi import Depends, Request
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
@@ -20,6 +23,8 @@ from labes.security.service import actor_for_token
 # Finishing a transaction never waits for a request thread: a transaction that holds row locks and
 # waited for one could stall every request thread that waits for those locks.
 _FINISH = anyio.CapacityLimiter(1000)
+# The request's unit of work, seen by its handler's thread (AnyIO copies the context into it).
+_UNIT_OF_WORK: ContextVar[Session | None] = ContextVar("labes_unit_of_work", default=None)
 
 
 def _end(session: Session, *, commit: bool) -> None:
@@ -37,12 +42,46 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
     """One transaction per request: commit if the handler succeeds, roll back if it raises."""
     session = request.app.state.sessionmaker()
     session.info["request_id"] = getattr(request.state, "request_id", None)
+    _UNIT_OF_WORK.set(session)
     try:
         yield session
     except BaseException:
         await anyio.to_thread.run_sync(partial(_end, session, commit=False), limiter=_FINISH)
         raise
-    await anyio.to_thread.run_sync(partial(_end, session, commit=True), limiter=_FINISH)
+    if session.in_transaction():  # work done after the handler's commit (or by an async handler)
+        await anyio.to_thread.run_sync(partial(_end, session, commit=True), limiter=_FINISH)
+    else:
+        session.close()  # committed in the handler's thread: the connection is back in the pool, no I/O left
+
+
+def _committing(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a synchronous handler so the request's transaction commits in the handler's own thread.
+
+    Between a handler's return and the dependency's exit FastAPI may need a request thread again (a
+    response model is validated in one). A transaction still open then holds its row locks while it
+    queues for a thread, and when every thread is itself waiting for those locks (a new card's first
+    use, taken by concurrent transactions) the process stalls for good. Committing before the handler
+    gives its thread back leaves no lock waiting on a thread, and saves a second trip to a thread.
+    """
+    @wraps(endpoint)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        result = endpoint(*args, **kwargs)
+        session = _UNIT_OF_WORK.get()
+        if session is not None and session.in_transaction():
+            session.commit()
+        return result
+
+    run.commits_its_unit_of_work = True  # include_router builds the route again from this endpoint
+    return run
+
+
+class UnitOfWorkRoute(APIRoute):
+    """The route class of every router: synchronous handlers commit their request's transaction themselves."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        if not inspect.iscoroutinefunction(endpoint) and not getattr(endpoint, "commits_its_unit_of_work", False):
+            endpoint = _committing(endpoint)
+        super().__init__(path, endpoint, **kwargs)
 
 
 # scope="function": the commit happens before the response is sent, so a failed commit is never a 200.

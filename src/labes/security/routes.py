@@ -8,14 +8,14 @@ from fastapi import APIRouter, Depends, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials
 
 from labes.security import audit, service
-from labes.security.deps import CurrentActor, DbSession, _bearer, permitted
+from labes.security.deps import CurrentActor, DbSession, UnitOfWorkRoute, _bearer, permitted
 from labes.security.models import Agent, ApiToken, AuditEvent
 from labes.security.schemas import (
     AgentCreate, AgentRead, AgentUpdate, ApiTokenCreate, ApiTokenIssued, ApiTokenRead, AuditEventRead,
     AuditVerifyRead, LoginRequest, LoginResponse, Me,
 )
 
-router = APIRouter(prefix="/api/v1", tags=["accounts and audit"])
+router = APIRouter(prefix="/api/v1", tags=["accounts and audit"], route_class=UnitOfWorkRoute)
 
 
 @router.post("/auth/login", response_model=LoginResponse, openapi_extra={"x-permission": "public"})

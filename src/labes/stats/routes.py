@@ -6,10 +6,10 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from labes.security.deps import DbSession, permitted
+from labes.security.deps import DbSession, UnitOfWorkRoute, permitted
 from labes.stats import cards
 
-router = APIRouter(prefix="/api/v1/stats", tags=["statistics"])
+router = APIRouter(prefix="/api/v1/stats", tags=["statistics"], route_class=UnitOfWorkRoute)
 
 
 @router.get("/cards")
