@@ -90,7 +90,10 @@ class CardSigned:
                  freshness: Literal["challenge", "challenge-or-client-key"] = "challenge") -> None:
         self.action, self.patient, self.freshness = action, patient, freshness
 
-    def __call__(self, request: Request, body: SignedRequest) -> SignedAction:
+    async def __call__(self, request: Request, body: SignedRequest) -> SignedAction:  # no I/O: no trip to a thread
+        return self.action_for(request, body)
+
+    def action_for(self, request: Request, body: SignedRequest) -> SignedAction:
         return SignedAction(body.model_dump(), self.action, challenge_secret(request), self.patient, self.freshness)
 
 

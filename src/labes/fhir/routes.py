@@ -44,7 +44,7 @@ async def _json_body(request: Request) -> Any:
 class FhirSigned(CardSigned):
     """Dependency: the signed envelope read from any JSON body (`application/fhir+json` too), checked as the REST API does."""
 
-    def __call__(self, request: Request, body: Annotated[Any, Depends(_json_body)]) -> SignedAction:  # type: ignore[override]
+    async def __call__(self, request: Request, body: Annotated[Any, Depends(_json_body)]) -> SignedAction:  # type: ignore[override]
         try:
             envelope = SignedRequest.model_validate(body)
         except ValidationError as exc:
@@ -52,7 +52,7 @@ class FhirSigned(CardSigned):
             raise InvalidResource("The body must be {\"transaction\": <JWS General JSON>, \"content\": <the FHIR "
                                   "resource>}: " + "; ".join(f"{e['field']}: {e['message']}" for e in errors),
                                   errors=errors) from None
-        return super().__call__(request, envelope)
+        return self.action_for(request, envelope)
 
 
 def fhir_signed(action: str, *, freshness: Literal["challenge", "challenge-or-client-key"] = "challenge"):

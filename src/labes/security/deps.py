@@ -54,33 +54,36 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
         session.close()  # committed in the handler's thread: the connection is back in the pool, no I/O left
 
 
-def _committing(endpoint: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap a synchronous handler so the request's transaction commits in the handler's own thread.
+def _in_one_thread(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn a synchronous handler into one trip to a request thread that also commits its transaction.
 
-    Between a handler's return and the dependency's exit FastAPI may need a request thread again (a
-    response model is validated in one). A transaction still open then holds its row locks while it
-    queues for a thread, and when every thread is itself waiting for those locks (a new card's first
-    use, taken by concurrent transactions) the process stalls for good. Committing before the handler
-    gives its thread back leaves no lock waiting on a thread, and saves a second trip to a thread.
+    Between a handler's return and the dependency's exit FastAPI would need a request thread again (it
+    validates a synchronous handler's response in one). A transaction still open then holds its row
+    locks while it queues for a thread, and when every thread is itself waiting for those locks (a new
+    card's first use, taken by concurrent transactions) the process stalls for good. Committing before
+    the thread is given back leaves no lock waiting on a thread; as a coroutine, the handler's answer is
+    validated on the event loop, so a request makes one trip to a thread, not three.
     """
-    @wraps(endpoint)
-    def run(*args: Any, **kwargs: Any) -> Any:
-        result = endpoint(*args, **kwargs)
+    def work(kwargs: dict[str, Any]) -> Any:
+        result = endpoint(**kwargs)
         session = _UNIT_OF_WORK.get()
         if session is not None and session.in_transaction():
             session.commit()
         return result
 
-    run.commits_its_unit_of_work = True  # include_router builds the route again from this endpoint
+    @wraps(endpoint)
+    async def run(**kwargs: Any) -> Any:
+        return await anyio.to_thread.run_sync(partial(work, kwargs))
+
     return run
 
 
 class UnitOfWorkRoute(APIRoute):
-    """The route class of every router: synchronous handlers commit their request's transaction themselves."""
+    """The route class of every router: a synchronous handler runs, and commits, in one trip to a thread."""
 
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
-        if not inspect.iscoroutinefunction(endpoint) and not getattr(endpoint, "commits_its_unit_of_work", False):
-            endpoint = _committing(endpoint)
+        if not inspect.iscoroutinefunction(endpoint):
+            endpoint = _in_one_thread(endpoint)
         super().__init__(path, endpoint, **kwargs)
 
 
@@ -107,7 +110,7 @@ class RequirePermission:
             raise ValueError(f"Unknown permission {permission!r}")
         self.permission = permission
 
-    def __call__(self, actor: CurrentActor) -> Actor:
+    async def __call__(self, actor: CurrentActor) -> Actor:  # no I/O: no trip to a thread
         if self.permission not in actor.permissions:
             raise NotPermitted(
                 f"Your account ({', '.join(actor.roles) or actor.kind}) may not do this: it needs the "
