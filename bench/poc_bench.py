@@ -146,14 +146,19 @@ def start_server(url: str, keys_dir: Path, port: int, workers: int, pool: int, t
 
 
 def signed_bodies(base: str, terminals, patients, *, action: str, count: int, out: Path) -> None:
-    """Fetch `count` challenges and write one signed request body per line (the load generator's work, not timed)."""
+    """Fetch `count` challenges and write one signed request body per line (the load generator's work, not timed).
+
+    The lines are written newest first: wrk posts them in order, so the first posted carry the freshest
+    challenges and none has expired (2 minutes) by the time it is posted, however long the signing took.
+    """
     import httpx2
 
     from labes.terminal import Terminal
 
     rng = random.Random(7)
     today = date.today().isoformat()
-    with httpx2.Client(base_url=base, timeout=30) as client, out.open("w") as handle:
+    lines = []
+    with httpx2.Client(base_url=base, timeout=30) as client:
         for _ in range(count):
             card, facility = rng.choice(terminals)
             terminal = Terminal(client=client, facility=facility, card=card)
@@ -165,7 +170,8 @@ def signed_bodies(base: str, terminals, patients, *, action: str, count: int, ou
                            "diagnoses": ["J06.9"], "lines": [{"code": "C"}]}
             body = terminal.sign(action, content, patient_card=patient, challenge=terminal.challenge(),
                                  client_key=content.get("client_key"))
-            handle.write(json.dumps(body, separators=(",", ":")) + "\n")
+            lines.append(json.dumps(body, separators=(",", ":")))
+    out.write_text("".join(line + "\n" for line in reversed(lines)))
 
 
 def wrk(url: str, *, seconds: int, connections: int, threads: int, script: Path | None = None) -> dict:
@@ -202,7 +208,8 @@ def main() -> None:
                    help="LABES_WORKER_THREADS of each server process (default: 2 on PostgreSQL, 40 on SQLite)")
     p.add_argument("--patients", type=int, default=3000, help="patients given a card (a random sample)")
     p.add_argument("--doctors", type=int, default=20)
-    p.add_argument("--rate", type=int, default=2500, help="signed requests prepared per second of each phase")
+    p.add_argument("--rate", type=int, default=1500,
+                   help="signed requests prepared per second of each phase (above the rate reached: wrk never posts one twice)")
     p.add_argument("--port", type=int, default=8077)
     p.add_argument("--reuse", action="store_true", help="reuse the database and cards left in --workdir")
     args = p.parse_args()
