@@ -286,6 +286,9 @@ class TestSignParseVerify:
         ({"action": "pay-me"}, "transaction.payload.action"),
         ({"time": "2026-03-02T09:30:00+01:00"}, "transaction.payload.time"),
         ({"time": "2026-03-02T09:30:00.5Z"}, "transaction.payload.time"),
+        ({"time": "2026-13-02T09:30:00Z"}, "transaction.payload.time"),
+        ({"time": "2026-03-02 09:30:00Z"}, "transaction.payload.time"),
+        ({"time": "\uff12026-03-02T09:30:00Z"}, "transaction.payload.time"),  # a full-width digit
         ({"facility": ""}, "transaction.payload.facility"),
         ({"professional_card": 300000000429}, "transaction.payload.professional_card"),
         ({"patient_card": None}, "transaction.payload.patient_card"),

@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ CHALLENGE_SECONDS = 120
 CLOCK_SKEW = timedelta(minutes=5)
 _CHALLENGE_LAYOUT = struct.Struct(">B16sQ")  # version, nonce, expiry (Unix seconds)
 _CHALLENGE_MAC_BYTES = 16
+_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z", re.ASCII)
 
 
 class InvalidTransaction(LabesError):
@@ -162,8 +164,10 @@ class Transaction:
         if claims["action"] not in ACTIONS:
             raise InvalidInput(f"Unknown action {claims['action']!r}; actions are {', '.join(ACTIONS)}.",
                                field="transaction.payload.action")
-        try:
-            time = datetime.strptime(claims["time"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        try:  # the strict form checked first, then read by fromisoformat (strptime costs more than the rest of this)
+            if not _TIME.fullmatch(claims["time"]):
+                raise ValueError
+            time = datetime.fromisoformat(claims["time"])
         except ValueError:
             raise InvalidInput("'time' must be UTC in the form 2026-11-29T10:15:00Z.",
                                field="transaction.payload.time") from None
