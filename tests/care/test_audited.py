@@ -1,4 +1,4 @@
-"""Every write at the point of care leaves a tagged audit event by the professional who signed it."""
+"""Every write at the point of care leaves a tagged audit event by the professional (or the insured) who signed it."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from labes.security.models import AuditEvent
+from labes.terminal import Insured
 from tests import factories
 
 TODAY = date.today().isoformat()
@@ -83,6 +84,8 @@ SIGNED_WRITES: dict[str, tuple[Callable, str, str]] = {
     "POST /api/v1/claims/approvals/{number}/decision": (_decision, "claims:approval:approve", "reviewer"),
     "POST /fhir/Claim": (_fhir_claim, "care:care-sheet:submit", "doctor"),
     "POST /fhir/CoverageEligibilityRequest": (_fhir_eligibility, "care:rights:check", "doctor"),
+    "POST /api/v1/care/insured/care-sheets": (lambda w: Insured(client=w.client, card=w.cards["patient"]).care_sheets(),
+                                              "care:care-sheet:insured-read", "patient"),
 }
 
 
@@ -95,6 +98,8 @@ def test_signed_write_leaves_a_tagged_event_by_its_signer(world, session, route)
     actors = {e.actor for e in session.scalars(select(AuditEvent).where(AuditEvent.action == action))}
     if who == "reviewer":
         assert any(actor.startswith("agent:") for actor in actors), actors
+    elif who == "patient":  # the insured, with their own card
+        assert f"insured:card {world.cards['patient'].serial}" in actors, actors
     else:
         professional = {"doctor": world.doctor, "pharmacist": world.pharmacist}[who]
         facility = world.clinic if who == "doctor" else world.pharmacy

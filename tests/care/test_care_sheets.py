@@ -583,3 +583,52 @@ class TestStatus:
             return {i["number"] for i in clinic.care_sheet_status(since=(today() - timedelta(days=days)).isoformat())}
 
         assert number in seen_since(3) and number not in seen_since(2)
+
+
+class TestCorrectingADispensingsSheet:
+    """A pharmacy's sheet rejected for want of a prior approval is corrected once the approval is granted; the
+    correction bills what was dispensed, no more and nothing else."""
+
+    TRASTUZUMAB = "502914"  # a specific medicine: prior approval (drugs.csv)
+
+    def dispensed_without_approval(self, world):
+        number = world.doctor_at_clinic.prescribe(world.cards["patient"], {
+            "diagnoses": ["C50.9"], "lines": [{"code": self.TRASTUZUMAB, "quantity": 2}]})["number"]
+        dispensed = world.pharmacy_terminal.dispense(number, [{"line_no": 1, "quantity": 2}], patient_card=world.cards["patient"])
+        assert dispensed["care_sheet"]["status"] == "rejected" and NO_APPROVAL in dispensed["care_sheet"]["reasons"]
+        return dispensed["care_sheet"]["number"]
+
+    def approved(self, world, session, quantity: int = 2) -> str:
+        requested = world.doctor_at_clinic.request_approval(world.cards["patient"], code=self.TRASTUZUMAB, quantity=quantity,
+                                                            diagnoses=["C50.9"], justification="HER2+ breast cancer")
+        token = factories.agent_token(session, "reviewer")
+        session.flush()
+        decided = world.client.post(f"/api/v1/claims/approvals/{requested['number']}/decision", json={"approve": True},
+                                    headers={"Authorization": f"Bearer {token}"})
+        assert decided.status_code == 200, decided.text
+        return requested["number"]
+
+    def correction(self, approval: str, *, code: str = TRASTUZUMAB, quantity: int = 2) -> dict:
+        return {"kind": "pharmacy", "care_date": today().isoformat(), "lines": [{"code": code, "quantity": quantity}],
+                "approval": approval}
+
+    def test_the_approved_correction_is_accepted_under_the_same_number(self, world, session):
+        number = self.dispensed_without_approval(world)
+        approval = self.approved(world, session)
+
+        corrected = world.pharmacy_terminal.correct_care_sheet(number, world.cards["patient"], self.correction(approval))
+
+        assert (corrected["number"], corrected["version"], corrected["status"]) == (number, 2, "accepted")
+        # Reimbursed to the insured: pharmacies' third-party payment is suspended since 08/12/2025 (claims.json).
+        assert corrected["fund_millimes"] > 0 and corrected["payee"] == "insured"
+
+    @pytest.mark.parametrize(("code", "quantity"), [(TRASTUZUMAB, 3), ("502925", 2)])
+    def test_a_correction_billing_other_than_was_dispensed_is_refused(self, world, session, code, quantity):
+        number = self.dispensed_without_approval(world)
+        approval = self.approved(world, session, quantity=3)
+
+        with pytest.raises(Refused) as refused:
+            world.pharmacy_terminal.correct_care_sheet(number, world.cards["patient"],
+                                                       self.correction(approval, code=code, quantity=quantity))
+        assert refused.value.status == 422 and "dispensed" in refused.value.problem["detail"]
+        assert stored(session, number).version == 1

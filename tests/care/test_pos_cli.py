@@ -119,3 +119,20 @@ def test_sign_refuses_an_unknown_action(world, files, tmp_path):
 
     assert result.exit_code == 1 and "unknown action" in result.output
 
+
+
+def test_my_sheets_prints_the_insureds_own_care_sheets(world, files, in_process):
+    sent = world.doctor_at_clinic.send_care_sheet(world.cards["patient"], {
+        "kind": "consultation", "care_date": date.today().isoformat(), "diagnoses": ["J06.9"], "lines": [{"code": "CMF"}]})
+
+    result = pos("my-sheets", "--patient", files["patient"])
+
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.output)
+    assert answer["family"] is True and [item["number"] for item in answer["items"]] == [sent["number"]]
+
+
+def test_my_sheets_refuses_a_date_that_is_not_one(world, files):
+    result = pos("my-sheets", "--patient", files["patient"], "--since", "01/02/2026")
+
+    assert result.exit_code == 1 and "YYYY-MM-DD" in result.output

@@ -35,7 +35,8 @@ PUBLIC = {"POST /api/v1/auth/login", "GET /healthz", "GET /readyz", "POST /api/v
 CARD_SIGNED = {"POST /api/v1/care/rights-checks", "POST /api/v1/care/care-sheets",
                "POST /api/v1/care/care-sheets/{number}/corrections", "POST /api/v1/care/care-sheets/status",
                "POST /api/v1/care/prescriptions", "POST /api/v1/care/prescriptions/open",
-               "POST /api/v1/care/prescriptions/cancel", "POST /api/v1/care/dispensations", "POST /api/v1/care/approvals"}
+               "POST /api/v1/care/prescriptions/cancel", "POST /api/v1/care/dispensations", "POST /api/v1/care/approvals",
+               "POST /api/v1/care/insured/care-sheets"}
 # Any authenticated caller may ask who they are and log out; no permission is needed for that.
 AUTHENTICATED_ONLY = {"POST /api/v1/auth/logout", "GET /api/v1/auth/me"}
 FRAMEWORK_ROUTES = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}

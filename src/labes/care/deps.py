@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from labes.cards.crypto import KeysMissing
 from labes.care import protocol, transactions
-from labes.care.transactions import Verified
+from labes.care.transactions import Verified, VerifiedInsured
 from labes.errors import LabesError
 
 M = TypeVar("M", bound=BaseModel)
@@ -58,8 +58,10 @@ class SignedAction:
     patient: str
     freshness: str
 
-    def accept(self, session) -> Verified:
+    def accept(self, session) -> Verified | VerifiedInsured:
         try:
+            if self.patient == "alone":  # the insured's own card, with no professional
+                return transactions.accept_insured(session, body=self.body, action=self.action, secret=self.secret)
             return transactions.accept(session, body=self.body, action=self.action, secret=self.secret,
                                        patient=self.patient, freshness=self.freshness)
         except LabesError as exc:
@@ -86,7 +88,7 @@ def _peek(payload: Any) -> dict[str, Any]:
 class CardSigned:
     """Dependency: a request signed by the cards, for `action`; its handler calls `accept(session)` first."""
 
-    def __init__(self, action: str, *, patient: Literal["required", "optional", "none"] = "required",
+    def __init__(self, action: str, *, patient: Literal["required", "optional", "none", "alone"] = "required",
                  freshness: Literal["challenge", "challenge-or-client-key"] = "challenge") -> None:
         self.action, self.patient, self.freshness = action, patient, freshness
 
@@ -102,7 +104,7 @@ def card_signed(action: str, **options: Any):
     return Annotated[SignedAction, Depends(CardSigned(action, **options))]
 
 
-def content_as(model: type[M], verified: Verified) -> M:
+def content_as(model: type[M], verified: Verified | VerifiedInsured) -> M:
     """Validate the signed content against `model`, reporting errors under `content.` like any malformed body."""
     try:
         return model.model_validate(verified.content)

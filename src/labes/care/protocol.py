@@ -39,8 +39,10 @@ from labes.errors import InvalidInput, LabesError
 VERSION = "labes-tx/1"
 ACTIONS = (
     "rights-check", "prescribe", "prescription-open", "prescription-cancel", "dispense",
-    "care-sheet", "care-sheet-correction", "care-sheet-status", "approval-request",
+    "care-sheet", "care-sheet-correction", "care-sheet-status", "approval-request", "insured-care-sheets",
 )
+# Signed by the insured's own card alone, with no professional and no facility: the insured reading their file.
+INSURED_ACTIONS = ("insured-care-sheets",)
 CHALLENGE_SECONDS = 120
 CLOCK_SKEW = timedelta(minutes=5)
 _CHALLENGE_LAYOUT = struct.Struct(">B16sQ")  # version, nonce, expiry (Unix seconds)
@@ -123,8 +125,8 @@ class Transaction:
     """What both cards sign."""
 
     action: str
-    professional_card: str
-    facility: str
+    professional_card: str | None  # None only for the insured's own actions (INSURED_ACTIONS)
+    facility: str | None
     time: datetime
     content_digest: str
     patient_card: str | None = None
@@ -134,11 +136,10 @@ class Transaction:
     def claims(self) -> dict[str, Any]:
         """Return the transaction as the JSON object that is canonicalised and signed."""
         out: dict[str, Any] = {
-            "v": VERSION, "action": self.action, "professional_card": self.professional_card,
-            "facility": self.facility, "time": self.time.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "v": VERSION, "action": self.action, "time": self.time.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "content_digest": self.content_digest,
         }
-        for name in ("patient_card", "challenge", "client_key"):
+        for name in ("professional_card", "facility", "patient_card", "challenge", "client_key"):
             if getattr(self, name) is not None:
                 out[name] = getattr(self, name)
         return out
@@ -155,15 +156,24 @@ class Transaction:
                    "challenge", "client_key"}
         if extra := sorted(set(claims) - allowed):
             raise InvalidInput(f"Unknown transaction fields: {', '.join(extra)}.", field="transaction.payload")
-        for name in ("action", "professional_card", "facility", "time", "content_digest"):
-            if not isinstance(claims.get(name), str) or not claims[name]:
-                raise InvalidInput(f"The transaction needs '{name}' (a string).", field=f"transaction.payload.{name}")
-        for name in ("patient_card", "challenge", "client_key"):
-            if name in claims and not isinstance(claims[name], str):
-                raise InvalidInput(f"'{name}' must be a string.", field=f"transaction.payload.{name}")
+        if not isinstance(claims.get("action"), str) or not claims["action"]:
+            raise InvalidInput("The transaction needs 'action' (a string).", field="transaction.payload.action")
         if claims["action"] not in ACTIONS:
             raise InvalidInput(f"Unknown action {claims['action']!r}; actions are {', '.join(ACTIONS)}.",
                                field="transaction.payload.action")
+        insured = claims["action"] in INSURED_ACTIONS
+        # The insured's own actions are signed by their card alone, at no facility, always against a challenge.
+        required = ("patient_card", "challenge") if insured else ("professional_card", "facility")
+        for name in (*required, "time", "content_digest"):
+            if not isinstance(claims.get(name), str) or not claims[name]:
+                raise InvalidInput(f"The transaction needs '{name}' (a string).", field=f"transaction.payload.{name}")
+        for name in ("professional_card", "facility", "client_key") if insured else ():
+            if name in claims:
+                raise InvalidInput(f"'{claims['action']}' is signed by the insured's card alone: no '{name}'.",
+                                   field=f"transaction.payload.{name}")
+        for name in ("patient_card", "challenge", "client_key"):
+            if name in claims and not isinstance(claims[name], str):
+                raise InvalidInput(f"'{name}' must be a string.", field=f"transaction.payload.{name}")
         try:  # the strict form checked first, then read by fromisoformat (strptime costs more than the rest of this)
             if not _TIME.fullmatch(claims["time"]):
                 raise ValueError
@@ -171,7 +181,7 @@ class Transaction:
         except ValueError:
             raise InvalidInput("'time' must be UTC in the form 2026-11-29T10:15:00Z.",
                                field="transaction.payload.time") from None
-        return cls(action=claims["action"], professional_card=claims["professional_card"], facility=claims["facility"],
+        return cls(action=claims["action"], professional_card=claims.get("professional_card"), facility=claims.get("facility"),
                    time=time, content_digest=claims["content_digest"], patient_card=claims.get("patient_card"),
                    challenge=claims.get("challenge"), client_key=claims.get("client_key"))
 

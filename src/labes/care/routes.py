@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request, Response, status
 from labes.care import dispensing, prescriptions, protocol, rights, sheets
 from labes.care.deps import card_signed, challenge_secret, content_as
 from labes.care.schemas import (
-    ApprovalRequestContent, CareSheetContent, ChallengeRead, DispenseContent, PrescriptionCancelContent,
+    ApprovalRequestContent, CareSheetContent, CareSheetCorrectionContent, ChallengeRead, DispenseContent, InsuredCareSheetsContent, PrescriptionCancelContent,
     PrescriptionContent, PrescriptionOpenContent, RightsCheckContent, StatusQueryContent,
 )
 from labes.claims import approvals
@@ -58,7 +58,7 @@ def correct_care_sheet(number: str, session: DbSession,
                        signed: card_signed("care-sheet-correction", freshness="challenge-or-client-key")) -> dict[str, Any]:
     """Resubmit a rejected care sheet, corrected, under its own number."""
     verified = signed.accept(session)
-    content = content_as(CareSheetContent, verified)
+    content = content_as(CareSheetCorrectionContent, verified)
     return _sheet_answer(session, sheets.correct(session, number=number, verified=verified, content=content))
 
 
@@ -70,6 +70,17 @@ def care_sheet_status(session: DbSession, signed: card_signed("care-sheet-status
     found = sheets.status_for_provider(session, verified=verified, numbers=content.numbers, since=content.since)
     today = verified.now.date()
     return {"items": [{**sheets.answer(s), "late": sheets.late(s, today)} for s in found]}
+
+
+@router.post("/insured/care-sheets", openapi_extra=CARD)
+def insured_care_sheets(session: DbSession, signed: card_signed("insured-care-sheets", patient="alone")) -> dict[str, Any]:
+    """The insured's care sheets, signed by their own card alone: statuses, amounts, reasons, payments.
+
+    The family's insured member sees the whole family's sheets (the fund reimburses them); anyone else their own.
+    """
+    verified = signed.accept(session)
+    content = content_as(InsuredCareSheetsContent, verified)
+    return sheets.for_insured(session, verified=verified, since=content.since)
 
 
 @router.get("/care-sheets/{number}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -24,6 +24,10 @@ class ChallengeRead(Schema):
 
 class Content(Schema):
     """Base of a signed content: unknown fields refused, so nothing unsigned can ride along."""
+
+
+class InsuredCareSheetsContent(Content):
+    since: date | None = Field(default=None, description="Sheets with a date of care from this day (default: a year back)")
 
 
 class RightsCheckContent(Content):
@@ -62,9 +66,17 @@ class CareSheetContent(Content):
     def _dates(self) -> "CareSheetContent":
         if self.last_care_date is not None and self.last_care_date < self.care_date:
             raise ValueError("last_care_date is before care_date")
-        if self.kind == "pharmacy":
+        if self.kind == "pharmacy" and not self.corrects_a_sheet:
             raise ValueError("a pharmacy care sheet is made by dispensing (POST /api/v1/care/dispensations)")
         return self
+
+    corrects_a_sheet: ClassVar[bool] = False
+
+
+class CareSheetCorrectionContent(CareSheetContent):
+    """A rejected care sheet, corrected: a pharmacy's too (it bills what was dispensed, with the approval it lacked)."""
+
+    corrects_a_sheet: ClassVar[bool] = True
 
 
 class PrescriptionLineIn(Content):

@@ -13,20 +13,20 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, inspect, select, update
+from sqlalchemy import bindparam, func, insert, inspect, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from labes.care.models import CareSheet, CareSheetRevision, FamilyUsage, Millimes, Visit
+from labes.care.models import CareSheet, CareSheetRevision, Dispensation, FamilyUsage, Millimes, Prescription, Visit
 from labes.care.patients import PatientFile, patient_file
 from labes.care.schemas import CareSheetContent
-from labes.care.transactions import Verified, local_day, next_number, utc
+from labes.care.transactions import Verified, VerifiedInsured, local_day, next_number, utc
 from labes.claims import adjudication as adj
 from labes.claims.models import PriorApproval
 from labes.claims.ruleset import ruleset
 from labes.errors import Conflict, InvalidInput, NotFound, NotPermitted, RuleViolation
-from labes.registry.models import Facility, Professional
+from labes.registry.models import Facility, Member, Person, Professional
 from labes.security import audit
 
 REFERRAL_DAYS = 90  # a family doctor's referral to a specialist is good for this long (default)
@@ -348,6 +348,9 @@ def correct(session: Session, *, number: str, verified: Verified, content: CareS
         raise NotPermitted("The correction must be signed by the same patient's card.", field="transaction.payload.patient_card")
     if content.kind != sheet.kind:
         raise InvalidInput(f"A correction keeps the sheet's kind ({sheet.kind}).", field="content.kind")
+    diagnoses = content.diagnoses
+    if sheet.dispensation_id is not None:
+        diagnoses = _as_dispensed(session, sheet, content)
     session.add(CareSheetRevision(care_sheet_id=sheet.id, version=sheet.version, client_key=sheet.client_key,
                                   received_at=sheet.received_at, content=sheet.content,
                                   signed_transaction=sheet.signed_transaction, status=sheet.status,
@@ -365,11 +368,29 @@ def correct(session: Session, *, number: str, verified: Verified, content: CareS
         visit = session.get(Visit, sheet.visit_id)
         visit.care_date, visit.diagnoses, visit.referral_to = content.care_date, content.diagnoses, content.referral_to
         visit.acts = [{"code": l.code, "quantity": l.quantity} for l in content.lines]
-    adjudicate(session, sheet=sheet, verified=verified, lines=lines, diagnoses=content.diagnoses,
+    adjudicate(session, sheet=sheet, verified=verified, lines=lines, diagnoses=diagnoses,
                approval=content.approval, patient=patient)
     session.flush()
     audit_sheet(session, verified, sheet, "care:care-sheet:correct")
     return sheet
+
+
+def _as_dispensed(session: Session, sheet: CareSheet, content: CareSheetContent) -> list[str]:
+    """Check that a dispensing's corrected sheet bills what was dispensed; return the diagnoses to adjudicate with.
+
+    The medicines left the pharmacy with the dispensation: a correction may cite the approval the sheet lacked or
+    change a price, never bill another medicine or another quantity. The diagnoses are the prescription's unless
+    the correction gives them.
+    """
+    dispensation = session.get(Dispensation, sheet.dispensation_id)
+    dispensed = sorted((line["code"], line["quantity"]) for line in dispensation.lines)
+    if sorted((line.code, line.quantity) for line in content.lines) != dispensed:
+        given = ", ".join(f"{quantity} × {code}" for code, quantity in dispensed)
+        raise RuleViolation(f"Care sheet {sheet.number} bills dispensation {dispensation.number}: a correction bills what "
+                            f"was dispensed ({given}), with the approval or prices corrected.", field="content.lines")
+    if content.diagnoses:
+        return content.diagnoses
+    return list(session.scalar(select(Prescription.diagnoses).where(Prescription.id == dispensation.prescription_id)) or [])
 
 
 def answer(sheet: CareSheet, *, visit_number: str | None = None) -> dict[str, Any]:
@@ -390,6 +411,47 @@ def late(sheet: CareSheet, today: date) -> bool:
     if sheet.payment_due_on is None:
         return False
     return (sheet.paid_on or today) > sheet.payment_due_on
+
+
+def for_insured(session: Session, *, verified: VerifiedInsured, since: date | None) -> dict[str, Any]:
+    """Return the care sheets the cardholder may see, newest first: their family's if they are its insured member,
+    else their own (a dependant, an Amen beneficiary); the reading is audited, it is health data."""
+    person = verified.person
+    family = session.scalar(select(Member.id).where(Member.person_id == person.id))
+    since = since or verified.day - timedelta(days=365)
+    whose = or_(CareSheet.member_id == family, CareSheet.patient_person_id == person.id) if family is not None \
+        else CareSheet.patient_person_id == person.id
+    rows = session.execute(
+        select(CareSheet, Person.first_name_lat, Person.last_name_lat, Person.first_name_ar, Person.last_name_ar,
+               Facility.code, Facility.name_lat, Facility.name_ar, Professional.name_lat.label("professional"))
+        .join(Person, Person.id == CareSheet.patient_person_id).join(Facility, Facility.id == CareSheet.facility_id)
+        .join(Professional, Professional.id == CareSheet.professional_id)
+        .where(whose, CareSheet.care_date >= since).order_by(CareSheet.received_at.desc()).limit(500)).all()
+    items = [{
+        "number": row.CareSheet.number, "kind": row.CareSheet.kind, "status": row.CareSheet.status,
+        "care_date": row.CareSheet.care_date, "received_at": utc(row.CareSheet.received_at),
+        "patient": {"name_lat": f"{row.first_name_lat} {row.last_name_lat}", "name_ar": f"{row.first_name_ar} {row.last_name_ar}"},
+        "facility": {"code": row.code, "name_lat": row.name_lat, "name_ar": row.name_ar}, "professional": row.professional,
+        "billed_millimes": row.CareSheet.billed_millimes, "fund_millimes": row.CareSheet.fund_millimes,
+        "patient_millimes": row.CareSheet.patient_millimes, "payee": row.CareSheet.payee,
+        "payment_due_on": row.CareSheet.payment_due_on, "paid_on": row.CareSheet.paid_on,
+        "late": late(row.CareSheet, verified.day), "reasons": _reasons(row.CareSheet),
+    } for row in rows]
+    audit.record(session, actor=verified.actor, action="care:care-sheet:insured-read", entity_type="person",
+                 entity_id=person.id, after={"card": verified.card.serial, "family": family is not None, "sheets": len(items)})
+    return {"insured": {"name_lat": f"{person.first_name_lat} {person.last_name_lat}",
+                        "name_ar": f"{person.first_name_ar} {person.last_name_ar}"},
+            "family": family is not None, "since": since, "items": items}
+
+
+def _reasons(sheet: CareSheet) -> list[dict[str, str]]:
+    """The sheet's rejection codes with their published labels (rejection_reasons.csv) in three languages."""
+    try:
+        published = ruleset(sheet.care_date).rejection_reasons
+    except LookupError:
+        published = {}
+    return [{"code": code, **({"label_fr": r.label_fr, "label_ar": r.label_ar, "label_en": r.label_en}
+                              if (r := published.get(code)) else {})} for code in sheet.reasons]
 
 
 def status_for_provider(session: Session, *, verified: Verified, numbers: list[str], since: date | None) -> list[CareSheet]:

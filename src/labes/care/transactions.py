@@ -176,11 +176,8 @@ def purge_used_challenges(session: Session, *, now: datetime) -> int:
     return session.execute(delete(UsedChallenge).where(UsedChallenge.expires_at < now)).rowcount
 
 
-def accept(session: Session, *, body: dict[str, Any], action: str, secret: bytes, now: datetime | None = None,
-           patient: Literal["required", "optional", "none"] = "required",
-           freshness: Literal["challenge", "challenge-or-client-key"] = "challenge") -> Verified:
-    """Check a signed request for `action` and return who did what where; raise at the first failed check."""
-    now = now or datetime.now(UTC)
+def _read(body: Any, action: str, now: datetime, *, freshness: str) -> Signed:
+    """Parse a signed request for `action` and check what needs no database: action, digest, challenge, clock."""
     if not isinstance(body, dict) or "transaction" not in body or "content" not in body:
         raise InvalidInput("The body must be {\"transaction\": <JWS General JSON>, \"content\": {…}}.", field="body")
     signed: Signed = protocol.parse(body["transaction"])
@@ -191,14 +188,6 @@ def accept(session: Session, *, body: dict[str, Any], action: str, secret: bytes
     if protocol.content_digest(body["content"]) != tx.content_digest:
         raise InvalidTransaction("The content is not what the cards signed (its digest differs): it was altered "
                                  "after signing.", field="content")
-    if patient == "required" and tx.patient_card is None:
-        raise InvalidTransaction("The patient's card must sign this transaction.", field="transaction.payload.patient_card")
-    if patient == "none" and tx.patient_card is not None:
-        raise InvalidInput("This action is signed by the professional's card alone.", field="transaction.payload.patient_card")
-    expected = {tx.professional_card} | ({tx.patient_card} if tx.patient_card else set())
-    if set(signed.signers) != expected:
-        raise InvalidTransaction("Each card named in the transaction must sign it, and no other card.",
-                                 field="transaction.signatures")
     if tx.challenge is None and (freshness == "challenge" or tx.client_key is None):
         raise InvalidInput("This transaction needs a challenge from POST /api/v1/care/challenges.",
                            field="transaction.payload.challenge")
@@ -207,14 +196,38 @@ def accept(session: Session, *, body: dict[str, Any], action: str, secret: bytes
                                  f"{now:%Y-%m-%d %H:%M:%S}. Set the terminal's clock.", field="transaction.payload.time")
     if tx.time - now > protocol.CLOCK_SKEW:
         raise InvalidTransaction("The transaction is dated in the future.", field="transaction.payload.time")
+    return signed
+
+
+def _refuse_unusable(session: Session, cards_: list[SimpleNamespace]) -> None:
+    for card in cards_:
+        if card.state not in lifecycle.CAN_AUTHENTICATE:
+            refused = session.get(Card, card.id)
+            raise cards.CardRefused(f"Card {card.serial}: {cards.refusal(session, refused)}", field="transaction.signatures")
+
+
+def accept(session: Session, *, body: dict[str, Any], action: str, secret: bytes, now: datetime | None = None,
+           patient: Literal["required", "optional", "none"] = "required",
+           freshness: Literal["challenge", "challenge-or-client-key"] = "challenge") -> Verified:
+    """Check a signed request for `action` and return who did what where; raise at the first failed check."""
+    now = now or datetime.now(UTC)
+    if action in protocol.INSURED_ACTIONS:
+        raise InvalidInput(f"'{action}' is the insured's own action: check it with accept_insured().", field="action")
+    signed = _read(body, action, now, freshness=freshness)
+    tx = signed.transaction
+    if patient == "required" and tx.patient_card is None:
+        raise InvalidTransaction("The patient's card must sign this transaction.", field="transaction.payload.patient_card")
+    if patient == "none" and tx.patient_card is not None:
+        raise InvalidInput("This action is signed by the professional's card alone.", field="transaction.payload.patient_card")
+    expected = {tx.professional_card} | ({tx.patient_card} if tx.patient_card else set())
+    if set(signed.signers) != expected:
+        raise InvalidTransaction("Each card named in the transaction must sign it, and no other card.",
+                                 field="transaction.signatures")
 
     found = {card.serial: card for card in _signers(session, serials=sorted(expected), facility=tx.facility)}
     professional_card = _card(found, tx.professional_card, "professional")
     patient_card = _card(found, tx.patient_card, "patient") if tx.patient_card else None
-    for card in filter(None, (professional_card, patient_card)):
-        if card.state not in lifecycle.CAN_AUTHENTICATE:
-            refused = session.get(Card, card.id)
-            raise cards.CardRefused(f"Card {card.serial}: {cards.refusal(session, refused)}", field="transaction.signatures")
+    _refuse_unusable(session, [card for card in (professional_card, patient_card) if card])
     protocol.verify(signed, {card.serial: card.public_key for card in filter(None, (professional_card, patient_card))})
     if tx.challenge is not None:
         _use_challenge(session, secret=secret, token=tx.challenge, now=now)
@@ -232,6 +245,46 @@ def accept(session: Session, *, body: dict[str, Any], action: str, secret: bytes
     verified = Verified(tx, signed.jws_json, body["content"], professional, professional_card, facility,
                         patient_card, person, now)
     _mark_used(session, verified.actor, [card for card in (professional_card, patient_card) if card], now)
+    return verified
+
+
+@dataclass
+class VerifiedInsured:
+    """A transaction the insured signed with their own card alone, checked: challenge, signature, card state."""
+
+    transaction: Transaction
+    content: Any
+    card: SimpleNamespace  # id, serial, card_type, state, public_key, last_used_at
+    person: SimpleNamespace  # the person table's columns
+    now: datetime
+
+    @property
+    def actor(self) -> Actor:
+        return Actor("insured", f"card {self.card.serial}")
+
+    @property
+    def day(self) -> date:
+        return local_day(self.now)
+
+
+def accept_insured(session: Session, *, body: dict[str, Any], action: str, secret: bytes,
+                   now: datetime | None = None) -> VerifiedInsured:
+    """Check a request the insured signed with their own card (an action of INSURED_ACTIONS); raise if it fails."""
+    now = now or datetime.now(UTC)
+    if action not in protocol.INSURED_ACTIONS:
+        raise InvalidInput(f"'{action}' is a point-of-care action: check it with accept().", field="action")
+    signed = _read(body, action, now, freshness="challenge")
+    tx = signed.transaction
+    if set(signed.signers) != {tx.patient_card}:
+        raise InvalidTransaction("The insured's own card must sign this transaction, and no other card.",
+                                 field="transaction.signatures")
+    found = {card.serial: card for card in _signers(session, serials=[tx.patient_card], facility="")}
+    card = _card(found, tx.patient_card, "patient")
+    _refuse_unusable(session, [card])
+    protocol.verify(signed, {card.serial: card.public_key})
+    _use_challenge(session, secret=secret, token=tx.challenge, now=now)
+    verified = VerifiedInsured(tx, body["content"], card, card.person, now)
+    _mark_used(session, verified.actor, [card], now)
     return verified
 
 

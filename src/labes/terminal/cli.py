@@ -7,6 +7,7 @@
     labes pos dispense … --prescription RX-… --line 1:2 [--line 2:1:<generic code>] --patient P.card
     labes pos flush    …                                                 (send what the queue holds)
     labes pos sign ACTION … --content C.json [--challenge C]             (print the signed body: docs/protocol.md)
+    labes pos my-sheets --patient P.card [--since 2026-01-01]              (the insured's side: their own card alone)
 """
 
 from __future__ import annotations
@@ -160,6 +161,23 @@ def status(facility: FacilityCode, card: CardFile, pin: Pin = None, server: Serv
     """Read the statuses of this facility's care sheets."""
     terminal = _terminal(server, card, pin, facility)
     _run(lambda: {"items": terminal.care_sheet_status(number or [])})
+
+
+@app.command("my-sheets")
+def my_sheets(patient: Annotated[Path, typer.Option("--patient", help="The insured's own card file")],
+              server: Server = "http://127.0.0.1:8000",
+              since: Annotated[str | None, typer.Option(help="Care from this day, YYYY-MM-DD (default: a year back)")] = None) -> None:
+    """The insured's side: read your care sheets (your family's, as its insured member) with your own card alone."""
+    from datetime import date
+
+    from labes.terminal import Insured
+
+    try:
+        day = date.fromisoformat(since) if since else None
+    except ValueError:
+        _fail(f"--since {since!r}: expected a date, YYYY-MM-DD")
+    insured = Insured(server, card=_patient(patient))
+    _run(lambda: insured.care_sheets(since=day))
 
 
 @app.command()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,20 +33,13 @@ class Refused(RuntimeError):
         return str(self.problem.get("type", "")).rsplit("/", 1)[-1]
 
 
-class Terminal:
-    """Sign and send point-of-care transactions for one professional at one facility."""
+class _Client:
+    """Talks to the fund: posts JSON, maps its answers to results, refusals and unreachability."""
 
-    def __init__(self, base_url: str | None = None, *, facility: str, card: CardToken,
-                 queue: OfflineQueue | Path | str | None = None, client: httpx.Client | None = None,
-                 timeout: float = 10.0) -> None:
+    def __init__(self, base_url: str | None, client: httpx.Client | None, timeout: float) -> None:
         if client is None and base_url is None:
             raise ValueError("Give the fund's base URL or an HTTP client.")
         self.http = client or httpx.Client(base_url=base_url, timeout=timeout)
-        self.facility = facility
-        self.card = card
-        self.queue = queue if isinstance(queue, OfflineQueue) or queue is None else OfflineQueue(queue)
-
-    # ------------------------------------------------------------ plumbing
 
     def _post(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         try:
@@ -63,6 +56,39 @@ class Terminal:
     def challenge(self) -> str:
         """Fetch a one-time challenge."""
         return self._post(f"{API}/challenges")["challenge"]
+
+
+class Insured(_Client):
+    """The insured's side: their own card, read at home, at a fund kiosk or by a phone, with no professional."""
+
+    def __init__(self, base_url: str | None = None, *, card: CardToken, client: httpx.Client | None = None,
+                 timeout: float = 10.0) -> None:
+        super().__init__(base_url, client, timeout)
+        self.card = card
+
+    def sign(self, action: str, content: dict[str, Any], *, challenge: str, now: datetime | None = None) -> dict[str, Any]:
+        """Return the request body of one of the insured's own actions, signed by their card alone."""
+        transaction = protocol.Transaction(
+            action=action, professional_card=None, facility=None, time=(now or datetime.now(UTC)).replace(microsecond=0),
+            content_digest=protocol.content_digest(content), patient_card=self.card.serial, challenge=challenge)
+        return protocol.envelope(transaction, content, [self.card])
+
+    def care_sheets(self, *, since: date | None = None) -> dict[str, Any]:
+        """The care sheets the fund holds for the cardholder (their family's, for the insured member)."""
+        content = {"since": since.isoformat()} if since else {}
+        return self._post(f"{API}/insured/care-sheets", self.sign("insured-care-sheets", content, challenge=self.challenge()))
+
+
+class Terminal(_Client):
+    """Sign and send point-of-care transactions for one professional at one facility."""
+
+    def __init__(self, base_url: str | None = None, *, facility: str, card: CardToken,
+                 queue: OfflineQueue | Path | str | None = None, client: httpx.Client | None = None,
+                 timeout: float = 10.0) -> None:
+        super().__init__(base_url, client, timeout)
+        self.facility = facility
+        self.card = card
+        self.queue = queue if isinstance(queue, OfflineQueue) or queue is None else OfflineQueue(queue)
 
     def sign(self, action: str, content: dict[str, Any], *, patient_card: CardToken | None = None,
              challenge: str | None = None, client_key: str | None = None, now: datetime | None = None) -> dict[str, Any]:
