@@ -6,13 +6,14 @@ transaction that is rolled back at the end; the code under test commits into a s
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterator
 from datetime import date
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -24,6 +25,17 @@ from labes.models import load_all
 load_all()
 PG_URL = os.environ.get("LABES_TEST_DATABASE_URL")
 BACKENDS = ["sqlite", "postgresql"]
+
+
+@event.listens_for(Engine, "before_cursor_execute")
+def _no_sql_on_the_event_loop(conn, cursor, statement, parameters, context, executemany) -> None:
+    """Fail any test in which the app runs SQL on its event loop (an answer validated there that lazy-loads, say):
+    a statement that waits — for SQLite's write lock, for a slow query — would stall every request of the process."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise AssertionError(f"SQL on the event loop: {statement[:120]}")
 
 
 def _reset_postgresql(url: str) -> None:
