@@ -82,10 +82,10 @@ def create_app(settings: Settings | None = None, factory: sessionmaker[Session] 
     configure_logging(settings.log_level)
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        # Handlers are synchronous (SQLAlchemy sessions) and run on AnyIO's worker threads. On PostgreSQL a
-        # few threads per process keep the database busy; many only queue on the GIL. SQLite takes its write
-        # lock at a request's first read, in a dependency's thread, so there the default (AnyIO's 40) keeps a
-        # thread free for the request that holds it.
+        # Handlers are synchronous (SQLAlchemy sessions) and run on AnyIO's worker threads, each request's
+        # transaction begun and ended in one of them (security/deps.py). On PostgreSQL a few threads per process
+        # keep the database busy; many only queue on the GIL. SQLite has one writer at a time, and the default
+        # (AnyIO's 40) lets requests queue for its lock in threads rather than in the event loop.
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
         async with anyio.create_task_group() as tasks:
             if settings.audit_seal_interval:

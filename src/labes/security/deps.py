@@ -92,11 +92,18 @@ DbSession = Annotated[Session, Depends(get_session, scope="function")]
 _bearer = HTTPBearer(auto_error=False)
 
 
-def get_actor(session: DbSession, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Actor:
-    """Return the authenticated caller or raise NotAuthenticated."""
+def get_actor(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Actor:
+    """Return the authenticated caller or raise NotAuthenticated.
+
+    The caller is looked up in a transaction of its own, ended before this dependency gives its thread back:
+    the request's own transaction then begins and ends in its handler's thread. (On SQLite a transaction takes
+    the write lock when it begins; begun here and carried on in the handler, it would hold the lock while it
+    waited for a thread, and the threads could all be waiting for the lock.)
+    """
     if credentials is None:
         raise NotAuthenticated("Log in first: send 'Authorization: Bearer <token>'.")
-    return actor_for_token(session, token=credentials.credentials)
+    with request.app.state.sessionmaker() as lookup:
+        return actor_for_token(lookup, token=credentials.credentials)
 
 
 CurrentActor = Annotated[Actor, Depends(get_actor)]
