@@ -78,7 +78,8 @@ def load_point_of_care(session: Session, *, actor: Actor, keys_dir: Path, out: P
 
 
 def instructions(demo: DemoPointOfCare) -> list[str]:
-    """Return the shell lines that play the doctor's and the pharmacist's terminals with the demo cards."""
+    """Return the shell lines that play the doctor's and the pharmacist's terminals with the demo cards, then the
+    insured reading their care sheets with their own card."""
     doctor = f"--card {demo.doctor_card} --pin {demo.pin} --facility {demo.clinic}"
     pharmacist = f"--card {demo.pharmacist_card} --pin {demo.pin} --facility {demo.pharmacy}"
     return [
@@ -88,4 +89,5 @@ def instructions(demo: DemoPointOfCare) -> list[str]:
         "echo '{\"diagnoses\":[\"J06.9\"],\"lines\":[{\"code\":\"500118\",\"quantity\":2,\"dose\":\"1 g twice a day\",\"duration_days\":7}]}' > /tmp/rx.json",
         f"labes pos prescribe {doctor} --patient {demo.patient_card} --content /tmp/rx.json --qr /tmp/rx.svg",
         f"labes pos dispense {pharmacist} --patient {demo.patient_card} --prescription <RX number> --line 1:2:500129",
+        f"labes pos my-sheets --patient {demo.patient_card}",
     ]
