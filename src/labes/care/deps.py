@@ -60,7 +60,7 @@ class SignedAction:
 
     def accept(self, session) -> Verified | VerifiedInsured:
         try:
-            if self.patient == "alone":  # the insured's own card, with no professional
+            if self.action in protocol.INSURED_ACTIONS:  # signed by the insured's own card, with no professional
                 return transactions.accept_insured(session, body=self.body, action=self.action, secret=self.secret)
             return transactions.accept(session, body=self.body, action=self.action, secret=self.secret,
                                        patient=self.patient, freshness=self.freshness)
@@ -88,7 +88,7 @@ def _peek(payload: Any) -> dict[str, Any]:
 class CardSigned:
     """Dependency: a request signed by the cards, for `action`; its handler calls `accept(session)` first."""
 
-    def __init__(self, action: str, *, patient: Literal["required", "optional", "none", "alone"] = "required",
+    def __init__(self, action: str, *, patient: Literal["required", "optional", "none"] = "required",
                  freshness: Literal["challenge", "challenge-or-client-key"] = "challenge") -> None:
         self.action, self.patient, self.freshness = action, patient, freshness
 

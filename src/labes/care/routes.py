@@ -14,8 +14,9 @@ from fastapi import APIRouter, Request, Response, status
 from labes.care import dispensing, prescriptions, protocol, rights, sheets
 from labes.care.deps import card_signed, challenge_secret, content_as
 from labes.care.schemas import (
-    ApprovalRequestContent, CareSheetContent, CareSheetCorrectionContent, ChallengeRead, DispenseContent, InsuredCareSheetsContent, PrescriptionCancelContent,
-    PrescriptionContent, PrescriptionOpenContent, RightsCheckContent, StatusQueryContent,
+    ApprovalRequestContent, CareSheetContent, CareSheetCorrectionContent, ChallengeRead, DispenseContent,
+    InsuredCareSheetsContent, PrescriptionCancelContent, PrescriptionContent, PrescriptionOpenContent, RightsCheckContent,
+    StatusQueryContent,
 )
 from labes.claims import approvals
 from labes.security import audit
@@ -73,7 +74,7 @@ def care_sheet_status(session: DbSession, signed: card_signed("care-sheet-status
 
 
 @router.post("/insured/care-sheets", openapi_extra=CARD)
-def insured_care_sheets(session: DbSession, signed: card_signed("insured-care-sheets", patient="alone")) -> dict[str, Any]:
+def insured_care_sheets(session: DbSession, signed: card_signed("insured-care-sheets")) -> dict[str, Any]:
     """The insured's care sheets, signed by their own card alone: statuses, amounts, reasons, payments.
 
     The family's insured member sees the whole family's sheets (the fund reimburses them); anyone else their own.

@@ -44,6 +44,8 @@ class Line(Content):
 class CareSheetContent(Content):
     """An electronic care sheet (bulletin de soins)."""
 
+    corrects_a_sheet: ClassVar[bool] = False  # a correction may be a pharmacy's (see CareSheetCorrectionContent)
+
     client_key: str = ClientKey
     kind: Literal["consultation", "dental", "pharmacy", "lab", "imaging", "hospital", "physio"]
     care_date: date
@@ -69,8 +71,6 @@ class CareSheetContent(Content):
         if self.kind == "pharmacy" and not self.corrects_a_sheet:
             raise ValueError("a pharmacy care sheet is made by dispensing (POST /api/v1/care/dispensations)")
         return self
-
-    corrects_a_sheet: ClassVar[bool] = False
 
 
 class CareSheetCorrectionContent(CareSheetContent):

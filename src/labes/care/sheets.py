@@ -281,8 +281,8 @@ def receive(session: Session, *, verified: Verified, content: CareSheetContent) 
     adjudicate(session, sheet=sheet, verified=verified, lines=lines, diagnoses=content.diagnoses,
                approval=content.approval, patient=patient)
     if visit is not None:
-        visit.id = sheet.visit_id = uuid.uuid4()
         _insert(session, visit)
+        sheet.visit_id = visit.id
     _insert(session, sheet)
     audit_sheet(session, verified, sheet, "care:care-sheet:submit")
     return sheet, True
