@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
+
+from labes import db
+from labes.db import make_engine
 
 from labes.security.models import Agent
 from tests import factories
@@ -21,3 +25,40 @@ def test_commits_inside_the_outer_transaction_are_rolled_back(engine):
     connection.close()
     with sessionmaker(bind=engine)() as session:
         assert session.scalar(select(func.count()).select_from(Agent)) == 0
+
+
+def _backend_pid(engine) -> int:
+    with engine.connect() as connection:
+        return connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+
+
+def test_an_idle_pooled_connection_the_server_dropped_is_replaced_at_checkout(db_url, monkeypatch):
+    if not db_url.startswith("postgresql"):
+        pytest.skip("SQLite has no server that can drop a connection")
+    engine = make_engine(db_url, pool_size=1, max_overflow=0)
+    try:
+        dropped = _backend_pid(engine)
+        with make_engine(db_url).connect() as other:  # the server ends that session (a restart, a failover)
+            assert other.exec_driver_sql(f"SELECT pg_terminate_backend({dropped})").scalar()
+        monkeypatch.setattr(db, "PING_AFTER_IDLE_S", 0.0)  # the pooled connection counts as idle
+        replaced = _backend_pid(engine)
+        assert replaced != dropped
+    finally:
+        engine.dispose()
+
+
+def test_a_connection_used_a_moment_ago_is_not_pinged(db_url, monkeypatch):
+    if not db_url.startswith("postgresql"):
+        pytest.skip("pinging concerns a server's connections")
+    engine = make_engine(db_url, pool_size=1, max_overflow=0)
+    pings = []
+    monkeypatch.setattr(engine.dialect, "do_ping", lambda connection: pings.append(connection) or True)
+    try:
+        for _ in range(3):
+            _backend_pid(engine)
+        assert pings == []
+        monkeypatch.setattr(db, "PING_AFTER_IDLE_S", 0.0)
+        _backend_pid(engine)
+        assert len(pings) == 1
+    finally:
+        engine.dispose()

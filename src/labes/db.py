@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import lru_cache
+from functools import lru_cache, partial
 
-from sqlalchemy import MetaData, create_engine, event
+from sqlalchemy import MetaData, create_engine, event, exc
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
@@ -45,8 +46,33 @@ def make_engine(url: str, **kwargs) -> Engine:
         # first and then wants to write would fail at once ("database is locked") instead of waiting.
         event.listen(engine, "begin", lambda connection: connection.exec_driver_sql("BEGIN IMMEDIATE"))
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
-    return create_engine(url, **kwargs)
+    engine = create_engine(url, **kwargs)
+    if not kwargs.get("pool_pre_ping"):
+        event.listen(engine, "checkin", _note_idle)
+        event.listen(engine, "checkout", partial(_ping_if_idle, engine.dialect))
+    return engine
+
+
+# A connection given back to the pool less than this long ago is used as it is; one idle for longer is
+# tested first (a round trip). Pinging at every checkout (`pool_pre_ping`) would cost a round trip per
+# request, a tenth of a rights check; a busy pool's connections are never idle. If the server goes away
+# under a busy pool, the first statement that fails invalidates the whole pool and the others reconnect.
+PING_AFTER_IDLE_S = 10.0
+
+
+def _note_idle(_dbapi_connection, record) -> None:
+    record.info["idle_since"] = time.monotonic()
+
+
+def _ping_if_idle(dialect, dbapi_connection, record, _proxy) -> None:
+    idle_since = record.info.get("idle_since")
+    if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_S:
+        return
+    try:
+        dialect.do_ping(dbapi_connection)  # the dialect's own ping: outside any transaction
+    except Exception as error:  # noqa: BLE001 - any failure means this connection is gone
+        # The pool discards this connection and checks out another (SQLAlchemy's documented protocol).
+        raise exc.DisconnectionError(f"an idle connection no longer answers: {error}") from error
 
 
 @lru_cache
