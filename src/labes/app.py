@@ -127,13 +127,14 @@ def create_app(settings: Settings | None = None, factory: sessionmaker[Session] 
                                  "expected": head, "detail": "run `labes db upgrade`"}, 503)
         return JSONResponse({"status": "ok", "database": "reachable", "migration": current})
 
+    # Routes are matched in order, one by one: the point of care's, thousands a second, are tried first.
+    app.include_router(care_router)
+    app.include_router(fhir_router)
     app.include_router(security_router)
     app.include_router(registry_router)
     app.include_router(cards_router)
     app.include_router(distribution_router)
     app.include_router(sms_router)
     app.include_router(stats_router)
-    app.include_router(care_router)
     app.include_router(claims_router)
-    app.include_router(fhir_router)
     return app

@@ -38,7 +38,7 @@ class SignedRequest(BaseModel):
 
 def challenge_secret(request: Request) -> bytes:
     try:
-        return transactions.challenge_secret(request.app.state.settings.keys_dir.resolve())
+        return transactions.challenge_secret(request.app.state.settings.keys_dir)
     except KeysMissing as exc:
         raise KeysNotReady(str(exc)) from None
 
