@@ -12,7 +12,10 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import bindparam, func, select
+from collections.abc import Iterable
+from types import SimpleNamespace
+
+from sqlalchemy import Row, Select, bindparam, cast, func, literal_column, null, select, union_all
 from sqlalchemy.orm import Session, aliased
 
 from labes.care.models import FamilyUsage
@@ -50,10 +53,17 @@ class PatientFile:
         return self.member.id if self.member else None
 
 
-# Built once: at the point of care these run thousands of times a second, and plain rows (not ORM
-# objects) are all a rights check needs. Each is one indexed read by primary or foreign key.
-_FAMILIES_OF = (select(Member.id).where(Member.person_id == bindparam("person_id"))
-                .union_all(select(Dependant.member_id).where(Dependant.person_id == bindparam("person_id"))))
+# Built once: at the point of care this runs thousands of times a second, and plain rows (not ORM objects)
+# are all a rights check needs. Every part is an indexed read by primary or foreign key.
+
+# The patient's family: the one they head as the insured member, else the one they are a dependant in
+# (the lowest id, should a register list them in two): the same family for every part of the read below.
+_FAMILIES_OF = union_all(
+    select(Member.id.label("family_id"), literal_column("0").label("precedence"))
+    .where(Member.person_id == bindparam("person_id")),
+    select(Dependant.member_id, literal_column("1")).where(Dependant.person_id == bindparam("person_id"))).subquery()
+_FAMILY = (select(_FAMILIES_OF.c.family_id).order_by(_FAMILIES_OF.c.precedence, _FAMILIES_OF.c.family_id).limit(1)
+           .scalar_subquery())
 _AS_DEPENDANT = (select(Dependant.id).where(Dependant.person_id == bindparam("person_id"),
                                             Dependant.member_id == Member.id)
                  .correlate(Member).limit(1).scalar_subquery())
@@ -74,20 +84,54 @@ _HEAD = (select(Member.id, Member.person_id, Member.social_id, Member.regime, Me
                 AmenHousehold.level.label("amen_level"), AmenHousehold.valid_from.label("amen_valid_from"),
                 AmenHousehold.valid_to.label("amen_valid_to"))
          .select_from(Person)
-         .outerjoin(Member, Member.id.in_(_FAMILIES_OF))
+         .outerjoin(Member, Member.id == _FAMILY)
          .outerjoin(_HOLDER, _HOLDER.id == Member.person_id)
          .outerjoin(CoveragePeriod, (CoveragePeriod.member_id == Member.id) & (CoveragePeriod.start_date == _LATEST_SCHEME))
          .outerjoin(Professional, Professional.id == CoveragePeriod.family_doctor_id)
          .outerjoin(FamilyUsage, (FamilyUsage.member_id == Member.id) & (FamilyUsage.year == bindparam("year")))
          .outerjoin(AmenHousehold, AmenHousehold.id == _AMEN_OF)
          .where(Person.id == bindparam("person_id")).limit(1))
+# Everyone the family's ceiling and the patient's own rights depend on.
 _DEPENDANTS = (select(Dependant.id, Dependant.relationship, Dependant.rank, Dependant.student_until, Dependant.disabled,
                       Dependant.unmarried_no_income, Dependant.start_date, Dependant.end_date, Person.sex,
                       Person.birth_date, Person.death_date)
-               .join(Person, Person.id == Dependant.person_id).where(Dependant.member_id == bindparam("member_id")))
+               .join(Person, Person.id == Dependant.person_id).where(Dependant.member_id == _FAMILY))
 _CHRONIC = (select(ChronicCondition.code, ChronicCondition.icd10, ChronicCondition.valid_from, ChronicCondition.valid_to)
-            .where(ChronicCondition.person_id == bindparam("person_id"), ChronicCondition.valid_from <= bindparam("on"))
-            .order_by(ChronicCondition.code))
+            .where(ChronicCondition.person_id == bindparam("person_id"), ChronicCondition.valid_from <= bindparam("on")))
+
+
+def one_read(**parts: Select) -> Select:
+    """Return the rows of every part in one statement (UNION ALL), to be split again by `split()`.
+
+    Each row carries its part's name in `part` and its own columns as `<part>__<column>`; the other parts'
+    columns are typed NULLs. Rows of different shapes then cost one round trip, not one each.
+    """
+    columns = [(name, column) for name, statement in parts.items() for column in statement.selected_columns]
+    branches = []
+    for name, statement in parts.items():
+        own = statement.subquery(name)
+        branches.append(select(literal_column(f"'{name}'").label("part"), *[
+            (own.c[column.name] if part == name else cast(null(), column.type)).label(f"{part}__{column.name}")
+            for part, column in columns]))
+    return union_all(*branches)
+
+
+def split(rows: Iterable[Row], statement: Select) -> dict[str, list[SimpleNamespace]]:
+    """Split the rows of a `one_read()` statement into {part: [row as a namespace of its own columns]}."""
+    positions: dict[str, list[tuple[str, int]]] = {}
+    for index, key in enumerate(statement.selected_columns.keys()):
+        if index:  # the first column is `part`
+            part, column = key.split("__", 1)
+            positions.setdefault(part, []).append((column, index))
+    out: dict[str, list[SimpleNamespace]] = {part: [] for part in positions}
+    for row in rows:
+        out[row[0]].append(SimpleNamespace(**{column: row[index] for column, index in positions[row[0]]}))
+    return out
+
+
+_FILE = one_read(head=_HEAD, dependant=_DEPENDANTS, chronic=_CHRONIC)
+
+
 @dataclass(frozen=True)
 class FamilyDoctor:
     id: uuid.UUID
@@ -109,12 +153,12 @@ class AmenStatus:
 def patient_file(session: Session, *, person: Person, on: date) -> PatientFile:
     """Assemble the patient's file on `on` (rights computed now: nothing is stored, nothing needs renewing).
 
-    Three indexed reads whatever the population: the patient's family head (found from the patient, a member or
-    a dependant) with its care scheme, family doctor and usage, and the patient's Amen household; the family's
-    dependants; the patient's chronic diseases.
+    One statement of indexed reads whatever the population: the patient's family head (found from the patient,
+    a member or a dependant) with its care scheme, family doctor and usage, and the patient's Amen household;
+    the family's dependants; the patient's chronic diseases.
     """
-    connection = session.connection()
-    head = connection.execute(_HEAD, {"person_id": person.id, "on": on, "year": on.year}).first()
+    found = split(session.connection().execute(_FILE, {"person_id": person.id, "on": on, "year": on.year}), _FILE)
+    head = found["head"][0] if found["head"] else None
     member = head if head is not None and head.id is not None else None
 
     covered, reason, until = False, "Not registered as an insured member or a dependant.", None
@@ -127,7 +171,7 @@ def patient_file(session: Session, *, person: Person, on: date) -> PatientFile:
             on=on, death_date=member.death_date)
         family_size = 1 if holder_rights.covered else 0
         own = None
-        for other in connection.execute(_DEPENDANTS, {"member_id": member.id}):
+        for other in found["dependant"]:
             rights_of_other = dependant_rights(other, other, on)
             if other.id == member.dependant_id:
                 own, role, rank = rights_of_other, other.relationship, other.rank
@@ -144,8 +188,8 @@ def patient_file(session: Session, *, person: Person, on: date) -> PatientFile:
         if member.doctor_id is not None:
             doctor = FamilyDoctor(member.doctor_id, member.doctor_licence, member.doctor_name)
 
-    chronic = tuple(c for c in connection.execute(_CHRONIC, {"person_id": person.id, "on": on})
-                    if c.valid_to is None or on <= c.valid_to)
+    chronic = tuple(sorted((c for c in found["chronic"] if c.valid_to is None or on <= c.valid_to),
+                           key=lambda c: c.code))
 
     amen_covered, amen = False, None
     if head is not None and head.amen_id is not None:
