@@ -96,7 +96,9 @@ class CardSigned:
         return self.action_for(request, body)
 
     def action_for(self, request: Request, body: SignedRequest) -> SignedAction:
-        return SignedAction(body.model_dump(), self.action, challenge_secret(request), self.patient, self.freshness)
+        # The validated values as they are (a model_dump() would copy every nested value of the content).
+        return SignedAction({"transaction": body.transaction, "content": body.content}, self.action,
+                            challenge_secret(request), self.patient, self.freshness)
 
 
 def card_signed(action: str, **options: Any):
