@@ -8,12 +8,11 @@ as the population grows.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
-
-from collections.abc import Iterable
 from types import SimpleNamespace
+from typing import Any
 
 from sqlalchemy import Row, Select, bindparam, cast, func, literal_column, null, select, union_all
 from sqlalchemy.orm import Session, aliased

@@ -71,10 +71,6 @@ FACILITY_COLUMNS = (Facility.id, Facility.code, Facility.kind, Facility.name_ar,
                     Facility.sector, Facility.contract_start, Facility.contract_end, Facility.contract_status)
 
 
-def _labelled(prefix: str, columns) -> list:
-    return [column.label(f"{prefix}__{column.key}") for column in columns]
-
-
 # Built once, read as plain rows: the gate runs on every point-of-care request, and ORM objects cost more
 # than the round trips. One read brings each card with its holder (a person or a professional), the
 # facility named in the transaction, and whether the professional practises there.
@@ -89,11 +85,6 @@ _CARDS = (select(*_labelled("card", (Card.id, Card.serial, Card.card_type, Card.
           .outerjoin(Practice, (Practice.facility_id == Facility.id)
                      & (Practice.professional_id == Card.holder_professional_id))
           .where(Card.serial.in_(bindparam("serials", expanding=True))))
-# The challenge is spent in the same statement on PostgreSQL (a data-modifying WITH runs once, whatever
-# the query reads of it): one round trip fewer on every signed request. `fresh` is 0 for a replay.
-_SPEND = (pg_insert(UsedChallenge).values(nonce=bindparam("nonce"), expires_at=bindparam("expires_at"))
-          .on_conflict_do_nothing().returning(UsedChallenge.nonce).cte("spent"))
-_CARDS_SPENDING = _CARDS.add_columns(select(func.count()).select_from(_SPEND).scalar_subquery().label("challenge__fresh"))
 
 
 def _layout(keys: tuple[str, ...]) -> tuple[list[tuple[str, int]], list[tuple[str, int, list[tuple[str, int]]]]]:
@@ -195,6 +186,10 @@ def _insert_ignore(session: Session):
 _USE_CHALLENGE = {name: (insert(UsedChallenge).values(nonce=bindparam("nonce"), expires_at=bindparam("expires_at"))
                          .on_conflict_do_nothing().returning(UsedChallenge.nonce))
                   for name, insert in (("postgresql", pg_insert), ("sqlite", sqlite_insert))}
+# On PostgreSQL the challenge is spent by the statement that reads the cards (a data-modifying WITH runs
+# once, whatever the query reads of it): one round trip fewer on every signed request. `fresh` is 0 for a replay.
+_CARDS_SPENDING = _CARDS.add_columns(select(func.count()).select_from(_USE_CHALLENGE["postgresql"].cte("spent"))
+                                     .scalar_subquery().label("challenge__fresh"))
 # A busy card signs many transactions at once: whichever finds the row free notes the use; the others
 # skip it (PostgreSQL's SKIP LOCKED) rather than queue behind a lock for a figure kept to the hour.
 _NOTE_USE = {name: update(Card).where(Card.id.in_(
