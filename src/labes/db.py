@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import lru_cache, partial
+from types import SimpleNamespace
 
-from sqlalchemy import MetaData, create_engine, event, exc
+from sqlalchemy import MetaData, Row, Select, cast, create_engine, event, exc, literal_column, null, select, union_all
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
@@ -105,6 +107,48 @@ def session_scope(factory: sessionmaker[Session] | None = None) -> Iterator[Sess
         raise
     finally:
         session.close()
+
+
+def columns_by_prefix(keys: Iterable[str]) -> dict[str, list[tuple[str, int]]]:
+    """Group a result's `<prefix>__<column>` keys by prefix: {prefix: [(column, position), …]}; other keys are left out."""
+    groups: dict[str, list[tuple[str, int]]] = {}
+    for index, key in enumerate(keys):
+        prefix, labelled, column = key.partition("__")
+        if labelled:
+            groups.setdefault(prefix, []).append((column, index))
+    return groups
+
+
+@dataclass(frozen=True)
+class UnionRead:
+    """Rows of several shapes read by one statement (see `union_read`), and where each part's columns are."""
+
+    statement: Select
+    positions: dict[str, list[tuple[str, int]]]
+
+    def split(self, rows: Iterable[Row]) -> dict[str, list[SimpleNamespace]]:
+        """Return {part: [each of its rows as a namespace of its own columns]}."""
+        out: dict[str, list[SimpleNamespace]] = {part: [] for part in self.positions}
+        for row in rows:
+            out[row[0]].append(SimpleNamespace(**{column: row[index] for column, index in self.positions[row[0]]}))
+        return out
+
+
+def union_read(**parts: Select) -> UnionRead:
+    """Read the rows of every part in one statement (UNION ALL): rows of different shapes in one round trip.
+
+    Each row carries its part's name first and its own columns as `<part>__<column>`; the other parts'
+    columns are typed NULLs. Built once, where the statement is defined: splitting costs no layout work.
+    """
+    columns = [(name, column) for name, statement in parts.items() for column in statement.selected_columns]
+    branches = []
+    for name, statement in parts.items():
+        own = statement.subquery(name)
+        branches.append(select(literal_column(f"'{name}'").label("part"), *[
+            (own.c[column.name] if part == name else cast(null(), column.type)).label(f"{part}__{column.name}")
+            for part, column in columns]))
+    statement = union_all(*branches)
+    return UnionRead(statement, columns_by_prefix(statement.selected_columns.keys()))
 
 
 def upsert(session: Session, model: type[Base], rows: list[dict], *, key: tuple[str, ...] = ("id",)) -> None:

@@ -8,16 +8,15 @@ as the population grows.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
-from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Row, Select, bindparam, cast, func, literal_column, null, select, union_all
+from sqlalchemy import bindparam, func, literal_column, select, union_all
 from sqlalchemy.orm import Session, aliased
 
 from labes.care.models import FamilyUsage
+from labes.db import union_read
 from labes.registry import rules as registry_rules
 from labes.registry.models import (
     AmenHousehold, AmenMember, ChronicCondition, CoveragePeriod, Dependant, Member, Person, Professional,
@@ -99,36 +98,7 @@ _CHRONIC = (select(ChronicCondition.code, ChronicCondition.icd10, ChronicConditi
             .where(ChronicCondition.person_id == bindparam("person_id"), ChronicCondition.valid_from <= bindparam("on")))
 
 
-def one_read(**parts: Select) -> Select:
-    """Return the rows of every part in one statement (UNION ALL), to be split again by `split()`.
-
-    Each row carries its part's name in `part` and its own columns as `<part>__<column>`; the other parts'
-    columns are typed NULLs. Rows of different shapes then cost one round trip, not one each.
-    """
-    columns = [(name, column) for name, statement in parts.items() for column in statement.selected_columns]
-    branches = []
-    for name, statement in parts.items():
-        own = statement.subquery(name)
-        branches.append(select(literal_column(f"'{name}'").label("part"), *[
-            (own.c[column.name] if part == name else cast(null(), column.type)).label(f"{part}__{column.name}")
-            for part, column in columns]))
-    return union_all(*branches)
-
-
-def split(rows: Iterable[Row], statement: Select) -> dict[str, list[SimpleNamespace]]:
-    """Split the rows of a `one_read()` statement into {part: [row as a namespace of its own columns]}."""
-    positions: dict[str, list[tuple[str, int]]] = {}
-    for index, key in enumerate(statement.selected_columns.keys()):
-        if index:  # the first column is `part`
-            part, column = key.split("__", 1)
-            positions.setdefault(part, []).append((column, index))
-    out: dict[str, list[SimpleNamespace]] = {part: [] for part in positions}
-    for row in rows:
-        out[row[0]].append(SimpleNamespace(**{column: row[index] for column, index in positions[row[0]]}))
-    return out
-
-
-_FILE = one_read(head=_HEAD, dependant=_DEPENDANTS, chronic=_CHRONIC)
+_FILE = union_read(head=_HEAD, dependant=_DEPENDANTS, chronic=_CHRONIC)
 
 
 @dataclass(frozen=True)
@@ -156,7 +126,7 @@ def patient_file(session: Session, *, person: Person, on: date) -> PatientFile:
     a member or a dependant) with its care scheme, family doctor and usage, and the patient's Amen household;
     the family's dependants; the patient's chronic diseases.
     """
-    found = split(session.connection().execute(_FILE, {"person_id": person.id, "on": on, "year": on.year}), _FILE)
+    found = _FILE.split(session.connection().execute(_FILE.statement, {"person_id": person.id, "on": on, "year": on.year}))
     head = found["head"][0] if found["head"] else None
     member = head if head is not None and head.id is not None else None
 

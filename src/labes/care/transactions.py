@@ -31,6 +31,7 @@ from labes.cards.models import Card
 from labes.care import protocol
 from labes.care.models import NumberCounter, UsedChallenge
 from labes.care.protocol import InvalidTransaction, Signed, Transaction
+from labes.db import columns_by_prefix
 from labes.errors import InvalidInput, NotFound
 from labes.registry.models import Facility, Person, Practice, Professional
 from labes.security.audit import Actor
@@ -89,12 +90,8 @@ _CARDS = (select(*_labelled("card", (Card.id, Card.serial, Card.card_type, Card.
 
 def _layout(keys: tuple[str, ...]) -> tuple[list[tuple[str, int]], list[tuple[str, int, list[tuple[str, int]]]]]:
     """Group the `prefix__column` keys of a result: the card's own columns, then (table, id position, columns)."""
-    groups: dict[str, list[tuple[str, int]]] = {}
-    for index, key in enumerate(keys):
-        table, column = key.split("__", 1)
-        groups.setdefault(table, []).append((column, index))
+    groups = columns_by_prefix(keys)
     own = groups.pop("card", [])
-    groups.pop("challenge", None)
     return own, [(table, dict(columns)["id"], columns) for table, columns in groups.items()]
 
 
@@ -151,11 +148,11 @@ class Verified:
     signed: dict[str, Any]  # the JWS as received, kept as proof
     content: Any
     # Read-only views (namespaces of the rows' columns), not ORM objects: load the ORM object to change one.
-    professional: SimpleNamespace  # the professional table's columns
+    professional: SimpleNamespace  # PROFESSIONAL_COLUMNS
     professional_card: SimpleNamespace  # id, serial, card_type, state, public_key, last_used_at
-    facility: SimpleNamespace  # the facility table's columns
+    facility: SimpleNamespace  # FACILITY_COLUMNS
     patient_card: SimpleNamespace | None
-    patient: SimpleNamespace | None  # the person table's columns
+    patient: SimpleNamespace | None  # PERSON_COLUMNS
     now: datetime
 
     @property
@@ -297,7 +294,7 @@ class VerifiedInsured:
     transaction: Transaction
     content: Any
     card: SimpleNamespace  # id, serial, card_type, state, public_key, last_used_at
-    person: SimpleNamespace  # the person table's columns
+    person: SimpleNamespace  # PERSON_COLUMNS
     now: datetime
 
     @property
