@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
@@ -62,3 +64,31 @@ def test_a_connection_used_a_moment_ago_is_not_pinged(db_url, monkeypatch):
         assert len(pings) == 1
     finally:
         engine.dispose()
+
+
+def test_a_union_read_gives_each_part_its_own_columns_with_their_types(session):
+    from datetime import date
+
+    from labes.registry.models import ChronicCondition, Member, Person
+
+    member = factories.member(session)
+    person = session.get(Person, member.person_id)
+    session.add(ChronicCondition(id=uuid.uuid4(), person_id=person.id, code="08", icd10="E11", valid_from=date(2025, 3, 1)))
+    session.flush()
+    read = db.union_read(
+        person=select(Person.id, Person.birth_date).where(Person.id == person.id),
+        member=select(Member.id, Member.social_id, Member.affiliation_start).where(Member.person_id == person.id),
+        chronic=select(ChronicCondition.code, ChronicCondition.valid_from).where(ChronicCondition.person_id == person.id))
+    found = read.split(session.execute(read.statement))
+    # Typed as the columns are, on every backend (SQLite stores UUIDs and dates as text).
+    assert [vars(row) for row in found["person"]] == [{"id": person.id, "birth_date": person.birth_date}]
+    assert [vars(row) for row in found["member"]] == [{"id": member.id, "social_id": member.social_id,
+                                                       "affiliation_start": member.affiliation_start}]
+    assert [vars(row) for row in found["chronic"]] == [{"code": "08", "valid_from": date(2025, 3, 1)}]
+
+
+def test_a_union_read_refuses_a_part_with_its_own_limit():
+    from labes.registry.models import Person
+
+    with pytest.raises(ValueError, match="LIMIT or ORDER BY"):
+        db.union_read(one=select(Person.id).limit(1), other=select(Person.cin))

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from functools import lru_cache, partial
 from types import SimpleNamespace
 
-from sqlalchemy import MetaData, Row, Select, cast, create_engine, event, exc, literal_column, null, select, union_all
+from sqlalchemy import MetaData, Row, Select, cast, create_engine, event, exc, literal_column, null, union_all
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
@@ -138,15 +138,24 @@ def union_read(**parts: Select) -> UnionRead:
     """Read the rows of every part in one statement (UNION ALL): rows of different shapes in one round trip.
 
     Each row carries its part's name first and its own columns as `<part>__<column>`; the other parts'
-    columns are typed NULLs. Built once, where the statement is defined: splitting costs no layout work.
+    columns are typed NULLs. Each part keeps its own FROM and WHERE (no subquery around it), and only the
+    first names the columns (a union takes its names from there): the statement stays short, which its
+    driver and server parse faster. A part may not have its own LIMIT or ORDER BY (SQLite refuses them in
+    a union). Built once, where the statement is defined: splitting costs no layout work.
     """
     columns = [(name, column) for name, statement in parts.items() for column in statement.selected_columns]
+    if any(statement._limit_clause is not None or statement._order_by_clauses for statement in parts.values()):
+        raise ValueError("a part of a union read may not have its own LIMIT or ORDER BY")
     branches = []
-    for name, statement in parts.items():
-        own = statement.subquery(name)
-        branches.append(select(literal_column(f"'{name}'").label("part"), *[
-            (own.c[column.name] if part == name else cast(null(), column.type)).label(f"{part}__{column.name}")
-            for part, column in columns]))
+    for index, (name, statement) in enumerate(parts.items()):
+        if index == 0:  # the union's names and types: its NULLs typed, for the database and for reading the rows
+            values = [literal_column(f"'{name}'").label("part"), *[
+                (column if part == name else cast(null(), column.type)).label(f"{part}__{column.name}")
+                for part, column in columns]]
+        else:  # plain NULLs take the first part's types
+            values = [literal_column(f"'{name}'"), *[column if part == name else literal_column("NULL")
+                                                     for part, column in columns]]
+        branches.append(statement.with_only_columns(*values))
     statement = union_all(*branches)
     return UnionRead(statement, columns_by_prefix(statement.selected_columns.keys()))
 

@@ -99,6 +99,10 @@ def record(session: Session, *, actor: Actor, action: str, entity_type: str, ent
     )
 
 
+# Inline: no RETURNING of the new ids, which nothing reads (one write on every request that changes anything).
+_INSERT = insert(AuditEvent.__table__).inline()
+
+
 @event.listens_for(Session, "before_commit")
 def _write_pending(session: Session) -> None:
     pending = session.info.pop(_PENDING, None)
@@ -107,7 +111,7 @@ def _write_pending(session: Session) -> None:
     now = datetime.now(UTC)
     # A Core insert: every write of the system passes here, and ORM objects would only be thrown away.
     # No lock and no read of the chain: the sealer chains these events after they commit.
-    session.connection().execute(insert(AuditEvent.__table__), [{"at": now, **item} for item in pending])
+    session.connection().execute(_INSERT, [{"at": now, **item} for item in pending])
 
 
 @event.listens_for(Session, "after_rollback")
