@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, date, datetime
 
 import pytest
 from sqlalchemy import func, select
@@ -67,7 +68,6 @@ def test_a_connection_used_a_moment_ago_is_not_pinged(db_url, monkeypatch):
 
 
 def test_a_union_read_gives_each_part_its_own_columns_with_their_types(session):
-    from datetime import date
 
     from labes.registry.models import ChronicCondition, Member, Person
 
@@ -92,3 +92,54 @@ def test_a_union_read_refuses_a_part_with_its_own_limit():
 
     with pytest.raises(ValueError, match="LIMIT or ORDER BY"):
         db.union_read(one=select(Person.id).limit(1), other=select(Person.cin))
+
+
+def test_a_read_returns_the_rows_sqlalchemy_returns(session):
+    # On PostgreSQL `read` hands the statement to psycopg itself; the rows must be the same, value for value.
+    from labes.care.patients import _FILE
+    from labes.registry.models import Dependant
+
+    member = factories.member(session)
+    child = factories.dependant(session, member.social_id)
+    session.flush()
+    for person_id in (member.person_id, child.person_id):
+        parameters = {"person_id": person_id, "on": date.today(), "year": date.today().year}
+        expected = [tuple(row) for row in session.execute(_FILE.statement, parameters)]
+        assert [tuple(row) for row in db.read(session.connection(), _FILE.statement, parameters)] == expected
+        assert len(expected) == 2  # the head and the one dependant
+    assert session.get(Dependant, child.id) is not None
+    dialect = session.get_bind().dialect
+    if dialect.name == "postgresql":  # and it did go straight to psycopg
+        assert db._driver_ready(_FILE.statement, dialect) is not None
+
+
+def test_a_read_whose_columns_need_converting_goes_through_sqlalchemy(session):
+    from labes.security.models import AuditEvent
+
+    statement = select(AuditEvent.after).where(AuditEvent.action == "test:read")
+    session.add(AuditEvent(at=datetime.now(UTC), actor="cli:test", action="test:read", entity_type="x", entity_id="1",
+                           after={"covered": True}))
+    session.flush()
+    assert [row[0] for row in db.read(session.connection(), statement, {})] == [{"covered": True}]
+
+
+def test_a_read_on_a_connection_the_server_dropped_invalidates_it(db_url):
+    if not db_url.startswith("postgresql"):
+        pytest.skip("SQLite has no server that can drop a connection")
+    from labes.registry.models import Person
+
+    engine, other = make_engine(db_url, pool_size=1, max_overflow=0), make_engine(db_url)
+    statement = select(Person.id).where(Person.cin == "00000000")
+    try:
+        with engine.connect() as connection:
+            with other.connect() as killer:
+                pid = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+                killer.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
+            with pytest.raises(Exception):
+                db.read(connection, statement, {})
+            assert connection.invalidated
+        with engine.connect() as connection:  # the pool hands out a new connection
+            assert db.read(connection, statement, {}) == []
+    finally:
+        engine.dispose()
+        other.dispose()

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache, partial
 from types import SimpleNamespace
+from typing import Any
 
 from sqlalchemy import MetaData, Row, Select, cast, create_engine, event, exc, literal_column, null, union_all
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 NAMING_CONVENTION = {
@@ -158,6 +159,40 @@ def union_read(**parts: Select) -> UnionRead:
         branches.append(statement.with_only_columns(*values))
     statement = union_all(*branches)
     return UnionRead(statement, columns_by_prefix(statement.selected_columns.keys()))
+
+
+def read(connection: Connection, statement: Select, parameters: dict[str, Any]) -> Sequence[Sequence[Any]]:
+    """Return the rows of `statement` (positional: `row[3]`), for the reads on every point-of-care request.
+
+    On PostgreSQL the statement is compiled once and handed to psycopg as it is, in the connection's
+    transaction: SQLAlchemy's result set-up (and the column descriptions psycopg builds for it) cost more
+    client time than the statement, ≈ 0.1 ms a read. Only for statements whose parameters and columns need
+    no conversion by SQLAlchemy on this database (checked when compiled): elsewhere, and for any other
+    statement, the rows come through SQLAlchemy as usual.
+    """
+    if connection.dialect.name != "postgresql" or (compiled := _driver_ready(statement, connection.dialect)) is None:
+        return connection.execute(statement, parameters).all()
+    driver = connection.connection.driver_connection
+    try:
+        with driver.cursor() as cursor:
+            cursor.execute(compiled.string, compiled.construct_params(parameters))
+            return cursor.fetchall()
+    except connection.dialect.loaded_dbapi.Error as error:
+        if connection.dialect.is_disconnect(error, driver, None):
+            connection.invalidate(error)  # as SQLAlchemy does when its own statement finds the server gone
+        raise
+
+
+@lru_cache(maxsize=64)
+def _driver_ready(statement: Select, dialect) -> Any:
+    """Return `statement` compiled for `dialect` if no parameter or column of it needs SQLAlchemy's conversion."""
+    compiled = statement.compile(dialect=dialect)
+    types = [bind.type for bind in compiled.binds.values()]
+    if compiled.positional or any(bind.expanding for bind in compiled.binds.values()) or any(
+            t.dialect_impl(dialect).bind_processor(dialect) is not None for t in types) or any(
+            c.type.dialect_impl(dialect).result_processor(dialect, None) is not None for c in statement.selected_columns):
+        return None
+    return compiled
 
 
 def upsert(session: Session, model: type[Base], rows: list[dict], *, key: tuple[str, ...] = ("id",)) -> None:

@@ -16,7 +16,7 @@ from sqlalchemy import bindparam, func, literal_column, select, union_all
 from sqlalchemy.orm import Session, aliased
 
 from labes.care.models import FamilyUsage
-from labes.db import union_read
+from labes.db import read, union_read
 from labes.registry import rules as registry_rules
 from labes.registry.models import (
     AmenHousehold, AmenMember, ChronicCondition, CoveragePeriod, Dependant, Member, Person, Professional,
@@ -125,7 +125,7 @@ def patient_file(session: Session, *, person: Person, on: date) -> PatientFile:
     a member or a dependant) with its care scheme, family doctor and usage, and the patient's Amen household;
     the family's dependants; the patient's chronic diseases.
     """
-    found = _FILE.split(session.connection().execute(_FILE.statement, {"person_id": person.id, "on": on, "year": on.year}))
+    found = _FILE.split(read(session.connection(), _FILE.statement, {"person_id": person.id, "on": on, "year": on.year}))
     head = found["head"][0] if found["head"] else None
     member = head if head is not None and head.id is not None else None
 

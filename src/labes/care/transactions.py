@@ -31,7 +31,7 @@ from labes.cards.models import Card
 from labes.care import protocol
 from labes.care.models import NumberCounter, UsedChallenge
 from labes.care.protocol import InvalidTransaction, Signed, Transaction
-from labes.db import columns_by_prefix
+from labes.db import columns_by_prefix, read
 from labes.errors import InvalidInput, NotFound
 from labes.registry.models import Facility, Person, Practice, Professional
 from labes.security.audit import Actor
@@ -85,7 +85,7 @@ _CARDS = (select(*_labelled("card", (Card.id, Card.serial, Card.card_type, Card.
           .outerjoin(Facility, Facility.code == bindparam("facility"))
           .outerjoin(Practice, (Practice.facility_id == Facility.id)
                      & (Practice.professional_id == Card.holder_professional_id))
-          .where(Card.serial.in_(bindparam("serials", expanding=True))))
+          .where(Card.serial.in_([bindparam("card"), bindparam("other_card")])))  # one card: the same serial twice
 
 
 def _layout(keys: tuple[str, ...]) -> tuple[list[tuple[str, int]], list[tuple[str, int, list[tuple[str, int]]]]]:
@@ -100,7 +100,7 @@ _LAYOUT = _layout(tuple(column.name for column in _CARDS.selected_columns))
 
 def _signers(session: Session, *, serials: list[str], facility: str,
              challenge: protocol.Challenge | None) -> tuple[list[SimpleNamespace], bool]:
-    """Return the cards of `serials` as namespaces with their holder, the facility and the practice
+    """Return the cards of `serials` (one or two) as namespaces with their holder, the facility and the practice
     (`card.person.cin`), and whether `challenge` was spent now (False: it was used before; True if none).
 
     The caller checks the cards and signatures before it acts on a replay; if it refuses, the transaction
@@ -108,14 +108,14 @@ def _signers(session: Session, *, serials: list[str], facility: str,
     """
     own, tables = _LAYOUT
     connection = session.connection()
-    parameters = {"serials": serials, "facility": facility}
+    parameters = {"card": serials[0], "other_card": serials[-1], "facility": facility}
     fresh = True
     if challenge is not None and connection.dialect.name == "postgresql":
-        rows = connection.execute(_CARDS_SPENDING, {**parameters, "nonce": challenge.nonce,
-                                                    "expires_at": challenge.expires_at}).all()
-        fresh = bool(rows[0].challenge__fresh) if rows else True  # no card: refused before the challenge matters
+        rows = read(connection, _CARDS_SPENDING, {**parameters, "nonce": challenge.nonce,
+                                                  "expires_at": challenge.expires_at})
+        fresh = bool(rows[0][_FRESH_AT]) if rows else True  # no card: refused before the challenge matters
     else:
-        rows = connection.execute(_CARDS, parameters).all()
+        rows = read(connection, _CARDS, parameters)
         if challenge is not None:
             fresh = _spend(connection, challenge)
     out = []
@@ -187,6 +187,7 @@ _USE_CHALLENGE = {name: (insert(UsedChallenge).values(nonce=bindparam("nonce"), 
 # once, whatever the query reads of it): one round trip fewer on every signed request. `fresh` is 0 for a replay.
 _CARDS_SPENDING = _CARDS.add_columns(select(func.count()).select_from(_USE_CHALLENGE["postgresql"].cte("spent"))
                                      .scalar_subquery().label("challenge__fresh"))
+_FRESH_AT = len(_CARDS.selected_columns)
 # A busy card signs many transactions at once: whichever finds the row free notes the use; the others
 # skip it (PostgreSQL's SKIP LOCKED) rather than queue behind a lock for a figure kept to the hour.
 _NOTE_USE = {name: update(Card).where(Card.id.in_(
