@@ -168,7 +168,8 @@ def read(connection: Connection, statement: Select, parameters: dict[str, Any]) 
     transaction: SQLAlchemy's result set-up (and the column descriptions psycopg builds for it) cost more
     client time than the statement, ≈ 0.1 ms a read. Only for statements whose parameters and columns need
     no conversion by SQLAlchemy on this database (checked when compiled): elsewhere, and for any other
-    statement, the rows come through SQLAlchemy as usual.
+    statement, the rows come through SQLAlchemy as usual. For statements built once, at import: each new
+    statement object is compiled again.
     """
     if connection.dialect.name != "postgresql" or (compiled := _driver_ready(statement, connection.dialect)) is None:
         return connection.execute(statement, parameters).all()

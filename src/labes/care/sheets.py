@@ -25,6 +25,7 @@ from labes.care.transactions import Verified, VerifiedInsured, local_day, next_n
 from labes.claims import adjudication as adj
 from labes.claims.models import PriorApproval
 from labes.claims.ruleset import ruleset
+from labes.db import read
 from labes.errors import Conflict, InvalidInput, NotFound, NotPermitted, RuleViolation
 from labes.registry.models import Facility, Member, Person, Professional
 from labes.security import audit
@@ -84,17 +85,23 @@ def _needs_referral(patient: PatientFile, professional) -> bool:
         (patient.family_doctor is None or patient.family_doctor.id != professional.id)
 
 
+# Built once (a referral names a specialty: it opens that specialty, not every specialist; only a visit
+# the fund accepted counts: a rejected sheet's referral refers no one).
+_REFERRALS = (select(Visit.id).join(CareSheet, CareSheet.visit_id == Visit.id)
+              .where(Visit.patient_person_id == bindparam("patient"), Visit.professional_id == bindparam("doctor"),
+                     Visit.care_date <= bindparam("on"), Visit.care_date >= bindparam("since"),
+                     or_(CareSheet.status == "accepted", CareSheet.status == "paid")).limit(1))
+_REFERRAL_TO = {"specialist": _REFERRALS.where(func.lower(Visit.referral_to) == bindparam("specialty")),
+                "other": _REFERRALS.where(Visit.referral_to.is_not(None))}
+
+
 def _has_referral(session: Session, patient: PatientFile, *, care_date: date, professional: Professional) -> bool:
     if patient.family_doctor is None:
         return False
-    # A referral names a specialty: it opens that specialty, not every specialist.
-    to = func.lower(Visit.referral_to) == (professional.specialty or "").lower() \
-        if professional.kind == "specialist" else Visit.referral_to.is_not(None)
-    # Only a visit the fund accepted counts: a rejected sheet's referral refers no one.
-    return session.scalar(select(Visit.id).join(CareSheet, CareSheet.visit_id == Visit.id).where(
-        Visit.patient_person_id == patient.person.id, Visit.professional_id == patient.family_doctor.id,
-        to, Visit.care_date <= care_date, Visit.care_date >= care_date - timedelta(days=REFERRAL_DAYS),
-        CareSheet.status.in_(("accepted", "paid"))).limit(1)) is not None
+    statement = _REFERRAL_TO["specialist" if professional.kind == "specialist" else "other"]
+    return bool(read(session.connection(), statement, {
+        "patient": patient.person.id, "doctor": patient.family_doctor.id, "on": care_date,
+        "since": care_date - timedelta(days=REFERRAL_DAYS), "specialty": (professional.specialty or "").lower()}))
 
 
 def _approvals(session: Session, patient: PatientFile, cited: str | None) -> tuple[adj.Approval, ...]:
@@ -170,7 +177,8 @@ _BY_CLIENT_KEY = (select(CareSheet.id).where(CareSheet.client_key == bindparam("
 
 def find_by_client_key(session: Session, client_key: str) -> CareSheet | None:
     """Return the care sheet this client key already made (or made an earlier version of), if any."""
-    sheet_id = session.connection().execute(_BY_CLIENT_KEY, {"key": client_key}).scalar()
+    found = read(session.connection(), _BY_CLIENT_KEY, {"key": client_key})
+    sheet_id = found[0][0] if found else None
     return session.get(CareSheet, sheet_id) if sheet_id is not None else None
 
 

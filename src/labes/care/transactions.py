@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy import bindparam, delete, func, select, text, update
+from sqlalchemy import bindparam, delete, func, literal_column, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -354,6 +354,7 @@ def _mark_used(session: Session, actor: Actor, signers: list[SimpleNamespace], n
 
 
 SEQUENCED = frozenset({"CS", "RX", "DS", "AP"})  # PostgreSQL sequences of migration 0004
+_NEXT_VALUE = {series: select(func.nextval(literal_column(f"'number_{series.lower()}'"))) for series in SEQUENCED}
 
 
 def next_number(session: Session, *, series: str, year: int) -> str:
@@ -364,7 +365,7 @@ def next_number(session: Session, *, series: str, year: int) -> str:
     """
     key = f"{series}-{year}"
     if series in SEQUENCED and session.get_bind().dialect.name == "postgresql":
-        value = session.execute(text(f"SELECT nextval('number_{series.lower()}')")).scalar_one()
+        value = read(session.connection(), _NEXT_VALUE[series], {})[0][0]
     else:
         value = reserve(session, key=key)
     return f"{key}-{value:08d}"
