@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, date, datetime
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import String, func, select
 from sqlalchemy.orm import sessionmaker
 
 from labes import db
@@ -143,3 +143,22 @@ def test_a_read_on_a_connection_the_server_dropped_invalidates_it(db_url):
     finally:
         engine.dispose()
         other.dispose()
+
+
+def test_a_write_stores_what_sqlalchemy_stores(session):
+    # The audit trail's insert: JSON columns (a None is JSON null, as SQLAlchemy writes it), times, text.
+    from sqlalchemy import insert
+
+    from labes.security.audit import _INSERT
+    from labes.security.models import AuditEvent
+
+    at = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
+    row = {"at": at, "actor": "cli:test", "entity_type": "x", "entity_id": "1", "before": None,
+           "after": {"covered": True, "names": ["ب", "é"]}, "request_id": None}
+    db.write(session.connection(), _INSERT, [{**row, "action": "test:write"}, {**row, "action": "test:write", "entity_id": "2"}])
+    session.connection().execute(insert(AuditEvent.__table__), [{**row, "action": "test:sqlalchemy"}])
+    columns = (AuditEvent.at, AuditEvent.actor, AuditEvent.entity_id, AuditEvent.before, AuditEvent.after,
+               AuditEvent.request_id, func.coalesce(func.length(func.cast(AuditEvent.before, String)), -1))
+    written = session.execute(select(*columns).where(AuditEvent.action == "test:write").order_by(AuditEvent.entity_id)).all()
+    expected = session.execute(select(*columns).where(AuditEvent.action == "test:sqlalchemy")).one()
+    assert [tuple(r) for r in written] == [tuple(expected), (*expected[:2], "2", *expected[3:])]

@@ -25,7 +25,7 @@ from labes.care.transactions import Verified, VerifiedInsured, local_day, next_n
 from labes.claims import adjudication as adj
 from labes.claims.models import PriorApproval
 from labes.claims.ruleset import ruleset
-from labes.db import read
+from labes.db import read, write
 from labes.errors import Conflict, InvalidInput, NotFound, NotPermitted, RuleViolation
 from labes.registry.models import Facility, Member, Person, Professional
 from labes.security import audit
@@ -133,14 +133,15 @@ _CHARGE = (update(FamilyUsage)
                    copay_used_millimes=FamilyUsage.copay_used_millimes + bindparam("copay", type_=Millimes)))
 
 
-def _usage(session: Session, member_id, year: int):
+def _usage(session: Session, member_id, year: int) -> adj.Usage:
     """Return the family's usage of `year`, its row created if need be and locked until commit.
 
     Two sheets of one family adjudicated at the same moment must not both spend the same remainder:
     one upsert both creates the row and takes its lock, and returns what has been used.
     """
     connection = session.connection()
-    return connection.execute(_USAGE[connection.dialect.name], {"family": member_id, "in_year": year}).one()
+    (used,) = read(connection, _USAGE[connection.dialect.name], {"family": member_id, "in_year": year})
+    return adj.Usage(ceiling_used_millimes=used[0], copay_used_millimes=used[1])
 
 
 def rules_for(on: date):
@@ -210,9 +211,8 @@ def adjudicate(session: Session, *, sheet: CareSheet, verified: Verified, lines:
         and _has_referral(session, patient, care_date=sheet.care_date, professional=verified.professional),
         approvals=_approvals(session, patient, approval), cited_approval=approval,
     )
-    usage_row = _usage(session, patient.member.id, sheet.care_date.year) if patient.member is not None else None
-    usage = adj.Usage(ceiling_used_millimes=usage_row.ceiling_used_millimes if usage_row else 0,
-                      copay_used_millimes=usage_row.copay_used_millimes if usage_row else 0)
+    family_usage = _usage(session, patient.member.id, sheet.care_date.year) if patient.member is not None else None
+    usage = family_usage or adj.Usage(ceiling_used_millimes=0, copay_used_millimes=0)
     decision = adj.adjudicate(claim, patient_context(patient, care_date=sheet.care_date), provider, usage, rules)
     sheet.status = decision.status
     sheet.reasons = list(decision.reasons)
@@ -236,11 +236,11 @@ def adjudicate(session: Session, *, sheet: CareSheet, verified: Verified, lines:
         audit.record(session, actor=verified.actor, action="claims:approval:use", entity_type="prior_approval",
                      entity_id=claim.approvals[0].number, before={"state": "approved"},
                      after={"state": "used", "care_sheet": sheet.number})
-    if usage_row is not None and decision.status == "accepted" and \
+    if family_usage is not None and decision.status == "accepted" and \
             (decision.ceiling_charged_millimes or decision.copay_charged_millimes):
-        session.connection().execute(_CHARGE, {"family": patient.member.id, "in_year": sheet.care_date.year,
+        write(session.connection(), _CHARGE, [{"family": patient.member.id, "in_year": sheet.care_date.year,
                                                "ceiling": decision.ceiling_charged_millimes,
-                                               "copay": decision.copay_charged_millimes})
+                                               "copay": decision.copay_charged_millimes}])
 
 
 def _payee(payee: str, provider: adj.ProviderContext, verified: Verified, patient: PatientFile):

@@ -23,7 +23,7 @@ import anyio
 from sqlalchemy import bindparam, event, func, insert, inspect, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from labes.db import session_scope
+from labes.db import session_scope, write
 from labes.security.models import AuditEvent
 
 GENESIS = "0" * 64
@@ -99,8 +99,9 @@ def record(session: Session, *, actor: Actor, action: str, entity_type: str, ent
     )
 
 
-# Inline: no RETURNING of the new ids, which nothing reads (one write on every request that changes anything).
-_INSERT = insert(AuditEvent.__table__).inline()
+# Built once, with no RETURNING of the new ids (nothing reads them): one write on every request that changes anything.
+_INSERT = insert(AuditEvent.__table__).values(**{name: bindparam(name) for name in (
+    "at", "actor", "action", "entity_type", "entity_id", "before", "after", "request_id")}).inline()
 
 
 @event.listens_for(Session, "before_commit")
@@ -111,7 +112,7 @@ def _write_pending(session: Session) -> None:
     now = datetime.now(UTC)
     # A Core insert: every write of the system passes here, and ORM objects would only be thrown away.
     # No lock and no read of the chain: the sealer chains these events after they commit.
-    session.connection().execute(_INSERT, [{"at": now, **item} for item in pending])
+    write(session.connection(), _INSERT, [{"at": now, **item} for item in pending])
 
 
 @event.listens_for(Session, "after_rollback")
@@ -163,7 +164,7 @@ def seal(session: Session, *, limit: int = 1000) -> int:
         rows.append({"event_id": event_id, "b_seq": seq, "b_prev": prev, "b_hash": digest})
         prev = digest
     # By id, never by range: an event committed late with a lower id is sealed in a later round.
-    session.connection().execute(_SEAL, rows)
+    write(session.connection(), _SEAL, rows)
     return len(rows)
 
 
