@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, date, datetime
 
 import pytest
-from sqlalchemy import String, func, select
+from sqlalchemy import String, exc, func, select
 from sqlalchemy.orm import sessionmaker
 
 from labes import db
@@ -135,7 +135,7 @@ def test_a_read_on_a_connection_the_server_dropped_invalidates_it(db_url):
             with other.connect() as killer:
                 pid = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
                 killer.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
-            with pytest.raises(Exception):
+            with pytest.raises(exc.OperationalError):  # as SQLAlchemy raises it
                 db.read(connection, statement, {})
             assert connection.invalidated
         with engine.connect() as connection:  # the pool hands out a new connection
@@ -162,3 +162,15 @@ def test_a_write_stores_what_sqlalchemy_stores(session):
     written = session.execute(select(*columns).where(AuditEvent.action == "test:write").order_by(AuditEvent.entity_id)).all()
     expected = session.execute(select(*columns).where(AuditEvent.action == "test:sqlalchemy")).one()
     assert [tuple(r) for r in written] == [tuple(expected), (*expected[:2], "2", *expected[3:])]
+
+
+def test_a_write_that_breaks_a_constraint_raises_sqlalchemys_integrity_error(session):
+    from sqlalchemy import bindparam, insert
+
+    from labes.care.models import UsedChallenge
+
+    statement = insert(UsedChallenge).values(nonce=bindparam("nonce"), expires_at=bindparam("at"))
+    row = {"nonce": "n-1", "at": datetime(2026, 12, 1, tzinfo=UTC)}
+    db.write(session.connection(), statement, [row])
+    with pytest.raises(exc.IntegrityError):  # what the API turns into a 409, whichever path ran the statement
+        db.write(session.connection(), statement, [row])

@@ -176,7 +176,7 @@ def read(connection: Connection, statement: Executable, parameters: dict[str, An
     prepared = _driver_ready(statement, connection.dialect) if connection.dialect.name == "postgresql" else None
     if prepared is None:
         return connection.execute(statement, parameters).all()
-    with _driver_cursor(connection) as cursor:
+    with _driver_cursor(connection, prepared.sql) as cursor:
         cursor.execute(prepared.sql, prepared.parameters(parameters))
         return cursor.fetchall()
 
@@ -188,7 +188,7 @@ def write(connection: Connection, statement: Executable, rows: Sequence[dict[str
         if rows:
             connection.execute(statement, list(rows))
         return
-    with _driver_cursor(connection) as cursor:
+    with _driver_cursor(connection, prepared.sql) as cursor:
         if len(rows) == 1:
             cursor.execute(prepared.sql, prepared.parameters(rows[0]))
         else:
@@ -196,15 +196,19 @@ def write(connection: Connection, statement: Executable, rows: Sequence[dict[str
 
 
 @contextmanager
-def _driver_cursor(connection: Connection) -> Iterator[Any]:
-    driver = connection.connection.driver_connection
+def _driver_cursor(connection: Connection, sql: str) -> Iterator[Any]:
+    """A cursor of the connection's own driver connection, its errors raised as SQLAlchemy raises them."""
+    driver, dialect = connection.connection.driver_connection, connection.dialect
     try:
         with driver.cursor() as cursor:
             yield cursor
-    except connection.dialect.loaded_dbapi.Error as error:
-        if connection.dialect.is_disconnect(error, driver, None):
+    except dialect.loaded_dbapi.Error as error:
+        gone = dialect.is_disconnect(error, driver, None)
+        if gone:
             connection.invalidate(error)  # as SQLAlchemy does when its own statement finds the server gone
-        raise
+        # The same exception classes (IntegrityError, OperationalError, …) as a statement run by SQLAlchemy.
+        raise exc.DBAPIError.instance(sql, None, error, dialect.loaded_dbapi.Error, connection_invalidated=gone,
+                                      dialect=dialect) from error
 
 
 @dataclass(frozen=True)
