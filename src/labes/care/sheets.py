@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -306,8 +307,18 @@ def _insert(session: Session, row: Visit | CareSheet) -> None:
     state = inspect(row)
     if row.id is None:
         row.id = uuid.uuid4()
-    session.connection().execute(insert(type(row).__table__),
-                                 {attr.key: state.dict[attr.key] for attr in state.mapper.column_attrs if attr.key in state.dict})
+    values = {attr.key: state.dict[attr.key] for attr in state.mapper.column_attrs if attr.key in state.dict}
+    table = type(row).__table__
+    if any(column.default is not None and column.key not in values for column in table.columns):
+        session.connection().execute(insert(table), values)  # SQLAlchemy fills in the defaults left out
+    else:
+        write(session.connection(), _insert_of(table, tuple(values)), [values])
+
+
+@lru_cache(maxsize=32)
+def _insert_of(table, keys: tuple[str, ...]):
+    """An INSERT of these columns, built once for each set a row arrives with (labes.db.write compiles it once)."""
+    return insert(table).values({key: bindparam(key) for key in keys})
 
 
 def new_sheet(verified: Verified, *, number: str, client_key: str, kind: str, care_date: date, last_care_date: date,
