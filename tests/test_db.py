@@ -174,3 +174,23 @@ def test_a_write_that_breaks_a_constraint_raises_sqlalchemys_integrity_error(ses
     db.write(session.connection(), statement, [row])
     with pytest.raises(exc.IntegrityError):  # what the API turns into a 409, whichever path ran the statement
         db.write(session.connection(), statement, [row])
+
+
+def test_a_read_is_seen_by_sqlalchemys_cursor_events(session):
+    # Tracing, and this suite's guard against SQL on the event loop, listen to these events.
+    from sqlalchemy import event
+
+    from labes.care.patients import _FILE
+
+    seen = []
+
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:
+        seen.append(statement)
+
+    connection = session.connection()
+    event.listen(connection, "before_cursor_execute", record)
+    try:
+        db.read(connection, _FILE.statement, {"person_id": uuid.uuid4(), "on": date.today(), "year": 2026})
+    finally:
+        event.remove(connection, "before_cursor_execute", record)
+    assert len(seen) == 1 and seen[0].startswith("SELECT 'head' AS part")

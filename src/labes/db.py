@@ -176,8 +176,9 @@ def read(connection: Connection, statement: Executable, parameters: dict[str, An
     prepared = _driver_ready(statement, connection.dialect) if connection.dialect.name == "postgresql" else None
     if prepared is None:
         return connection.execute(statement, parameters).all()
-    with _driver_cursor(connection, prepared.sql) as cursor:
-        cursor.execute(prepared.sql, prepared.parameters(parameters))
+    values = prepared.parameters(parameters)
+    with _driver_cursor(connection, prepared.sql, values, many=False) as cursor:
+        cursor.execute(prepared.sql, values)
         return cursor.fetchall()
 
 
@@ -188,20 +189,25 @@ def write(connection: Connection, statement: Executable, rows: Sequence[dict[str
         if rows:
             connection.execute(statement, list(rows))
         return
-    with _driver_cursor(connection, prepared.sql) as cursor:
-        if len(rows) == 1:
-            cursor.execute(prepared.sql, prepared.parameters(rows[0]))
+    values = [prepared.parameters(row) for row in rows]
+    with _driver_cursor(connection, prepared.sql, values, many=len(values) > 1) as cursor:
+        if len(values) == 1:
+            cursor.execute(prepared.sql, values[0])
         else:
-            cursor.executemany(prepared.sql, [prepared.parameters(row) for row in rows])
+            cursor.executemany(prepared.sql, values)
 
 
 @contextmanager
-def _driver_cursor(connection: Connection, sql: str) -> Iterator[Any]:
-    """A cursor of the connection's own driver connection, its errors raised as SQLAlchemy raises them."""
+def _driver_cursor(connection: Connection, sql: str, parameters: Any, *, many: bool) -> Iterator[Any]:
+    """A cursor of the connection's own driver connection, as SQLAlchemy would use it: its cursor events
+    are fired (for tracing and the tests' guards; with no execution context) and its errors raised as
+    SQLAlchemy raises them."""
     driver, dialect = connection.connection.driver_connection, connection.dialect
     try:
         with driver.cursor() as cursor:
+            connection.dispatch.before_cursor_execute(connection, cursor, sql, parameters, None, many)
             yield cursor
+            connection.dispatch.after_cursor_execute(connection, cursor, sql, parameters, None, many)
     except dialect.loaded_dbapi.Error as error:
         gone = dialect.is_disconnect(error, driver, None)
         if gone:
