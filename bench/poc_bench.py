@@ -174,6 +174,26 @@ def signed_bodies(base: str, terminals, patients, *, action: str, count: int, ou
     out.write_text("".join(line + "\n" for line in reversed(lines)))
 
 
+def cpu_seconds(server_group: int) -> dict[str, float]:
+    """CPU time (user + system) used so far by the server's processes and by PostgreSQL's, read from /proc (Linux)."""
+    ticks = {"server": 0, "postgres": 0}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # a process that ended meanwhile
+            continue
+        name, fields = text[text.index("(") + 1:text.rindex(")")], text[text.rindex(")") + 2:].split()
+        group = int(fields[2])  # the process group: `labes serve` and its workers share the server's
+        key = "server" if group == server_group else "postgres" if name.startswith("postgres") else None
+        if key:
+            ticks[key] += int(fields[11]) + int(fields[12])
+    return {key: value / os.sysconf("SC_CLK_TCK") for key, value in ticks.items()}
+
+
+def cpu_per_request(before: dict[str, float], after: dict[str, float], requests: int) -> dict[str, float]:
+    return {f"{key}_cpu_ms": round((after[key] - before[key]) * 1000 / max(requests, 1), 3) for key in before}
+
+
 def wrk(url: str, *, seconds: int, connections: int, threads: int, script: Path | None = None) -> dict:
     command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", url]
     if script is not None:
@@ -267,8 +287,10 @@ def main() -> None:
             prepared = time.perf_counter()
             signed_bodies(base, terminals, patients, action=action, count=args.rate * args.seconds, out=bodies)
             prepare_s = time.perf_counter() - prepared
+            before = cpu_seconds(server.pid)
             results[action] = wrk(base + path, seconds=args.seconds, connections=args.connections, threads=wrk_threads,
                                   script=lua_script(scratch, bodies, path, wrk_threads))
+            results[action].update(cpu_per_request(before, cpu_seconds(server.pid), results[action]["requests"]))
             results[action]["prepare_s"] = round(prepare_s, 1)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
@@ -285,6 +307,9 @@ def main() -> None:
           "rights_failed": rights["failed"],
           "care_sheets_per_s": sheets["per_s"], "care_sheets_p50_ms": sheets["p50_ms"],
           "care_sheets_p99_ms": sheets["p99_ms"], "care_sheets_failed": sheets["failed"],
+          # CPU per request of the server's processes and of PostgreSQL's (the database's share is 0 on SQLite)
+          "rights_server_cpu_ms": rights["server_cpu_ms"], "rights_db_cpu_ms": rights["postgres_cpu_ms"],
+          "care_sheets_server_cpu_ms": sheets["server_cpu_ms"], "care_sheets_db_cpu_ms": sheets["postgres_cpu_ms"],
           "bare_per_s": bare["per_s"], "bare_p99_ms": bare["p99_ms"],
           "at": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine()})
 

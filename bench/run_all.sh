@@ -14,7 +14,10 @@ for db in postgresql sqlite; do
   $PY bench/cards_bench.py --cards 1000000 --db $db --workdir $work | tail -1 > bench/out/cards-$db-1000000.json
   for n in 100000 1000000; do
     # needs wrk (Debian package wrk) as the load generator
-    $PY bench/poc_bench.py --members $n --db $db --workdir $work-poc-$n --seconds 20 --rate 600 | tail -1 > bench/out/poc-$db-$n.json
+    $PY bench/poc_bench.py --members $n --db $db --workdir $work-poc-$n --seconds 20 | tail -1 > bench/out/poc-$db-$n.json
+    for action in rights-check care-sheet; do  # CPU per request in one process, on the database poc_bench left
+      $PY bench/poc_cpu.py --members $n --db $db --workdir $work-poc-$n --action $action | tail -1 > bench/out/poc-cpu-$action-$db-$n.json
+    done
   done
 done
 cat bench/out/*.json

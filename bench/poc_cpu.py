@@ -1,0 +1,112 @@
+"""Point-of-care CPU per request, in one process: no HTTP server, no load generator, no other process's noise.
+
+    python bench/poc_cpu.py --members 100000 --db postgresql --workdir DIR --requests 1500
+
+Uses the database and cards `poc_bench.py` left in --workdir (run it first). Signs --requests rights checks or
+care sheets (not timed), then posts them one after the other straight to the ASGI app and prints the process's
+CPU and the wall time per request. A change's effect shows here when the HTTP benchmark's run-to-run noise
+hides it: run old and new in turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import sys
+import time
+import uuid
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import emit, existing_database, machine, parser, workdir  # noqa: E402
+from poc_bench import prepare_cards  # noqa: E402
+
+PATHS = {"rights-check": "/api/v1/care/rights-checks", "care-sheet": "/api/v1/care/care-sheets"}
+
+
+def signed_bodies(terminals, patients, secret: bytes, *, action: str, count: int, seed: int) -> list[bytes]:
+    from labes.care import protocol
+    from labes.terminal import Terminal
+
+    rng = random.Random(seed)
+    clients = [Terminal("http://unused", facility=facility, card=card) for card, facility in terminals]
+    today = date.today().isoformat()
+    out = []
+    for _ in range(count):
+        terminal, patient = rng.choice(clients), rng.choice(patients)
+        content: dict = {} if action == "rights-check" else {
+            "client_key": uuid.uuid4().hex, "kind": "consultation", "care_date": today, "diagnoses": ["J06.9"],
+            "lines": [{"code": "C"}]}
+        challenge = protocol.issue_challenge(secret, now=datetime.now(UTC)).token
+        body = terminal.sign(action, content, patient_card=patient, challenge=challenge, client_key=content.get("client_key"))
+        out.append(json.dumps(body, separators=(",", ":")).encode())
+    return out
+
+
+async def post(app, path: str, body: bytes) -> int:
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+    received = False
+    status = []
+
+    async def receive():
+        nonlocal received
+        if received:
+            await asyncio.Event().wait()  # the client never disconnects
+        received = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            status.append(message["status"])
+
+    await app(scope, receive, send)
+    return status[0]
+
+
+async def measure(app, path: str, warm: list[bytes], timed: list[bytes]) -> dict:
+    async with app.router.lifespan_context(app):
+        for body in warm:
+            await post(app, path, body)
+        cpu, wall = time.process_time(), time.perf_counter()
+        statuses = [await post(app, path, body) for body in timed]
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    failed = sum(1 for status in statuses if status >= 300)
+    return {"cpu_ms": round(cpu * 1000 / len(timed), 3), "wall_ms": round(wall * 1000 / len(timed), 3), "failed": failed}
+
+
+def main() -> None:
+    p = parser(__doc__)
+    p.add_argument("--action", choices=sorted(PATHS), default="rights-check")
+    p.add_argument("--requests", type=int, default=1500)
+    args = p.parse_args()
+
+    where = workdir(args)
+    url = existing_database(args.db, where)
+    cards_dir = where / f"cards-{args.db}-{args.members}"
+    if url is None or not any(cards_dir.glob("pro-*.card")):
+        raise SystemExit(f"run poc_bench.py --members {args.members} --db {args.db} --workdir {where} first")
+    keys_dir = where / "keys"
+    os.environ.update({"LABES_DATABASE_URL": url, "LABES_KEYS_DIR": str(keys_dir), "LABES_LOG_LEVEL": "WARNING",
+                       "LABES_WORKER_THREADS": "1" if args.db == "postgresql" else "40"})
+    from labes.app import create_app
+    from labes.care.transactions import challenge_secret
+
+    terminals, patients = prepare_cards(url, keys_dir, cards_dir, patients=0, doctors=20, seed=args.seed)
+    secret = challenge_secret(keys_dir)
+    bodies = signed_bodies(terminals, patients, secret, action=args.action, count=args.requests + 50,
+                           seed=int(time.time()))
+    result = asyncio.run(measure(create_app(), PATHS[args.action], bodies[:50], bodies[50:]))
+    emit({"bench": "poc_cpu", "db": args.db, "members": args.members, "action": args.action,
+          "requests": args.requests, **result, "at": datetime.now(UTC).isoformat(timespec="seconds"),
+          "machine": machine()})
+
+
+if __name__ == "__main__":
+    main()
