@@ -12,8 +12,8 @@ from typing import Any
 
 from sqlalchemy import MetaData, Row, Select, cast, create_engine, event, exc, literal_column, null, union_all
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.sql import Executable
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.sql import Executable
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
