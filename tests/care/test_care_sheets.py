@@ -632,3 +632,31 @@ class TestCorrectingADispensingsSheet:
                                                        self.correction(approval, code=code, quantity=quantity))
         assert refused.value.status == 422 and "dispensed" in refused.value.problem["detail"]
         assert stored(session, number).version == 1
+
+
+@pytest.mark.parametrize("given", ["every column", "defaults left out"])
+def test_a_sheet_row_is_written_whole_whichever_way_it_goes(world, session, given):
+    # With every defaulted column given, the INSERT goes straight to the driver (labes.db.write on PostgreSQL);
+    # with some left out, SQLAlchemy writes it and fills them in. Either way the row reads back the same.
+    from datetime import UTC, datetime
+
+    from labes.care.models import CareSheet
+    from labes.care.sheets import _insert
+    from labes.care.transactions import utc  # SQLite reads times back naive
+
+    now = datetime(2026, 12, 1, 9, 30, tzinfo=UTC)
+    values = dict(number=f"CS-2026-9{uuid.uuid4().int % 10**7:07d}", client_key=uuid.uuid4().hex, kind="consultation",
+                  status="accepted", patient_person_id=world.member.person_id, member_id=world.member.id,
+                  professional_id=world.doctor.id, facility_id=world.clinic.id, care_date=now.date(),
+                  last_care_date=now.date(), signed_at=now, received_at=now, content={"lines": [{"code": "C"}]},
+                  content_digest="sha-256:x", signed_transaction={"payload": "p"})
+    if given == "every column":
+        values.update(version=1, billed_millimes=45000, fund_millimes=31500, patient_millimes=13500,
+                      ceiling_charged_millimes=31500, copay_charged_millimes=0, reasons=["R1"])
+    sheet = CareSheet(**values)
+    _insert(session, sheet)
+    stored = session.get(CareSheet, sheet.id)
+    expected = {"version": 1, "billed_millimes": 45000, "reasons": ["R1"]} if given == "every column" else \
+        {"version": 1, "billed_millimes": 0, "reasons": []}
+    assert {key: getattr(stored, key) for key in expected} == expected
+    assert (stored.content, utc(stored.signed_at), stored.member_id) == ({"lines": [{"code": "C"}]}, now, world.member.id)
