@@ -7,13 +7,14 @@ doctor's annual certificate shows the tax withheld at source, sealed by the fund
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 
 from sqlalchemy import func, select
 
 from labes.cards.crypto import load_authority
 from labes.care.models import CareSheet
+from labes.care.transactions import local_day
 from labes.claims.certificates import attached_data, issue_certificate, verify_certificate_code
 from labes.claims.payments import run_payments
 from labes.claims.ruleset import ruleset
@@ -25,7 +26,7 @@ def _percent(amount: int, percent: Decimal) -> int:
 
 
 def test_a_day_at_the_point_of_care(world, session, keys_dir, tmp_path):
-    today = date.today()
+    today = local_day(datetime.now(UTC))  # the fund's day is Tunisia's
     rules = ruleset(today)
     patient, doctor, pharmacy = world.cards["patient"], world.doctor_at_clinic, world.pharmacy_terminal
 

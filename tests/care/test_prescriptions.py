@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import select, update
 
 from labes.care.models import CareSheet, Dispensation, Prescription, PrescriptionLine, Visit
+from labes.care.transactions import local_day
 from labes.registry import providers
 from labes.terminal import Refused, Terminal
 from tests import factories
@@ -35,7 +36,8 @@ def refused(call, status: int, code: str) -> Refused:
 
 
 def today():
-    return datetime.now(UTC).date()
+    """Today in Tunisia: the day a prescription is issued and counted from (from 23:00 UTC, tomorrow's UTC date)."""
+    return local_day(datetime.now(UTC))
 
 
 def prescribe(world, *lines: dict, **options) -> dict:

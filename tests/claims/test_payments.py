@@ -14,6 +14,7 @@ from sqlalchemy import func, select, text
 
 from labes.cards.crypto import load_authority
 from labes.care.models import CareSheet
+from labes.care.transactions import local_day
 from labes.claims import certificates
 from labes.claims.models import PaymentRun, ProviderStatement
 from labes.claims.payments import (
@@ -30,7 +31,7 @@ from labes.security.models import AuditEvent
 from tests import factories
 from tests.care.conftest import build_world
 
-TODAY = datetime.now(UTC).date()  # the day the API decides the world's care sheets (UTC)
+TODAY = local_day(datetime.now(UTC))  # the day the API decides the world's care sheets (Tunisia's)
 PERIOD = f"{TODAY:%Y-%m}"
 
 
@@ -423,3 +424,13 @@ class TestCommandLine:
         unknown = cli_runner.invoke(payments_cli, ["certificate", "--provider", "NOBODY", "--year", "2026",
                                                    "--out", str(tmp_path / "x.pdf")])
         assert unknown.exit_code == 1 and "No professional licence or facility code NOBODY" in unknown.output
+
+
+def test_a_sheet_decided_just_after_midnight_in_tunis_is_the_new_months(world, session, tmp_path):
+    # 00:30 on the 1st in Tunis is 23:30 UTC on the last day of the month before: the fund's months are Tunisia's.
+    sent = consultation(world)
+    start, end = parse_period(PERIOD)
+    sheet(session, sent["number"]).decided_at = datetime.combine(end, datetime.min.time(), UTC) - timedelta(minutes=30)
+    session.flush()
+    assert pay(session, tmp_path, paid_on=end - timedelta(days=1)).statements == ()  # not this month's
+    assert [s.care_sheets for s in pay(session, tmp_path, period=f"{end:%Y-%m}", paid_on=end).statements] == [1]

@@ -28,7 +28,7 @@ import re
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from typing import Any
 from sqlalchemy import event, or_, select, update
 from sqlalchemy.orm import Session
 
+from labes.cards.distribution import TUNIS
 from labes.care.models import CareSheet
 from labes.care.transactions import reserve
 from labes.claims.models import PaymentRun, ProviderStatement
@@ -172,7 +173,9 @@ def run_payments(session: Session, *, actor: Actor, period: str, paid_on: date, 
                            field="paid_on")
     rules = ruleset(paid_on)
     # Sheets decided after the payment day wait for the next run: the fund cannot pay before it decides.
-    cutoff = datetime.combine(min(end, paid_on + timedelta(days=1)), datetime.min.time(), UTC)
+    # Days and months are Tunisia's: a sheet decided at 00:30 on the 1st (23:30 UTC the day before) is the new month's.
+    # (In UTC: SQLite compares the stored UTC text, whatever zone a bound time carries.)
+    cutoff = datetime.combine(min(end, paid_on + timedelta(days=1)), time.min, tzinfo=TUNIS).astimezone(UTC)
     sheets = _payable(session, cutoff)
     groups: dict[tuple[str, uuid.UUID], list[_Sheet]] = {}
     for sheet in sheets:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import getpass
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -27,9 +27,16 @@ def _fail(message: str) -> None:
     raise typer.Exit(1)
 
 
+def _today() -> date:
+    """Today in Tunisia, the fund's day (from 23:00 UTC in winter it is already tomorrow there)."""
+    from labes.care.transactions import local_day
+
+    return local_day(datetime.now(UTC))
+
+
 def _day(text: str | None, option: str) -> date:
     if text is None:
-        return date.today()
+        return _today()
     try:
         return date.fromisoformat(text)
     except ValueError:
@@ -45,7 +52,7 @@ def _console():
 @app.command()
 def run(period: Annotated[str, typer.Option(help="YYYY-MM: the month the care sheets were accepted in "
                                                  "(earlier sheets still unpaid are paid too, as late)")],
-        paid_on: Annotated[str | None, typer.Option("--paid-on", help="Payment day, YYYY-MM-DD (default: today)")] = None,
+        paid_on: Annotated[str | None, typer.Option("--paid-on", help="Payment day, YYYY-MM-DD (default: today in Tunisia)")] = None,
         out: Annotated[Path, typer.Option(help="Where the payment file and the remittance advice go")] = Path("var/payments"),
         ) -> None:
     """Pay the accepted care sheets of PERIOD: one statement per payee, tax withheld at source, files for the bank."""
@@ -123,7 +130,7 @@ def certificate(provider: Annotated[str, typer.Option(help="The professional's l
         with session_scope() as session:
             path = out or Path("var/certificates") / f"RS-{year}-{provider.strip().upper()}.pdf"
             issued, code = issue_certificate(session, provider=provider, year=year, seal=seal, path=path,
-                                             issued_on=date.today())
+                                             issued_on=_today())
     except LabesError as exc:
         _fail(exc.message)
     typer.echo(f"certificate {issued.id}: {len(issued.lines)} statements, gross {tnd(issued.gross_millimes)}, "
