@@ -145,6 +145,14 @@ def start_server(url: str, keys_dir: Path, port: int, workers: int, pool: int, t
     raise SystemExit("the server did not become ready")
 
 
+def request_content(action: str, today: str) -> dict:
+    """What a benchmark request carries: nothing for a rights check; a GP consultation for a care sheet (a new client key)."""
+    if action == "rights-check":
+        return {}
+    return {"client_key": uuid.uuid4().hex, "kind": "consultation", "care_date": today, "diagnoses": ["J06.9"],
+            "lines": [{"code": "C"}]}
+
+
 def signed_bodies(base: str, terminals, patients, *, action: str, count: int, out: Path) -> None:
     """Fetch `count` challenges and write one signed request body per line (the load generator's work, not timed).
 
@@ -163,11 +171,7 @@ def signed_bodies(base: str, terminals, patients, *, action: str, count: int, ou
             card, facility = rng.choice(terminals)
             terminal = Terminal(client=client, facility=facility, card=card)
             patient = rng.choice(patients)
-            if action == "rights-check":
-                content: dict = {}
-            else:
-                content = {"client_key": uuid.uuid4().hex, "kind": "consultation", "care_date": today,
-                           "diagnoses": ["J06.9"], "lines": [{"code": "C"}]}
+            content = request_content(action, today)
             body = terminal.sign(action, content, patient_card=patient, challenge=terminal.challenge(),
                                  client_key=content.get("client_key"))
             lines.append(json.dumps(body, separators=(",", ":")))

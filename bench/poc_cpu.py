@@ -16,14 +16,13 @@ import os
 import random
 import sys
 import time
-import uuid
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import emit, existing_database, machine, parser, workdir  # noqa: E402
-from poc_bench import prepare_cards  # noqa: E402
+from poc_bench import prepare_cards, request_content  # noqa: E402
 
 PATHS = {"rights-check": "/api/v1/care/rights-checks", "care-sheet": "/api/v1/care/care-sheets"}
 
@@ -38,9 +37,7 @@ def signed_bodies(terminals, patients, secret: bytes, *, action: str, count: int
     out = []
     for _ in range(count):
         terminal, patient = rng.choice(clients), rng.choice(patients)
-        content: dict = {} if action == "rights-check" else {
-            "client_key": uuid.uuid4().hex, "kind": "consultation", "care_date": today, "diagnoses": ["J06.9"],
-            "lines": [{"code": "C"}]}
+        content = request_content(action, today)
         challenge = protocol.issue_challenge(secret, now=datetime.now(UTC)).token
         body = terminal.sign(action, content, patient_card=patient, challenge=challenge, client_key=content.get("client_key"))
         out.append(json.dumps(body, separators=(",", ":")).encode())

@@ -99,9 +99,11 @@ def record(session: Session, *, actor: Actor, action: str, entity_type: str, ent
     )
 
 
-# Built once, with no RETURNING of the new ids (nothing reads them): one write on every request that changes anything.
-_INSERT = insert(AuditEvent.__table__).values(**{name: bindparam(name) for name in (
-    "at", "actor", "action", "entity_type", "entity_id", "before", "after", "request_id")}).inline()
+# What an event says (the sealer chains these, as read back): written by every request that changes anything.
+_CONTENT = (AuditEvent.at, AuditEvent.actor, AuditEvent.action, AuditEvent.entity_type, AuditEvent.entity_id,
+            AuditEvent.before, AuditEvent.after, AuditEvent.request_id)
+# Built once, with no RETURNING of the new ids (nothing reads them).
+_INSERT = insert(AuditEvent.__table__).values({column.key: bindparam(column.key) for column in _CONTENT}).inline()
 
 
 @event.listens_for(Session, "before_commit")
@@ -130,10 +132,6 @@ def _hold_the_chain(session: Session) -> bool:
     if session.get_bind().dialect.name != "postgresql":
         return True  # SQLite: the transaction began IMMEDIATE and holds the database's only write lock.
     return session.scalar(text("SELECT pg_try_advisory_xact_lock(7361726)"))
-
-
-_CONTENT = (AuditEvent.at, AuditEvent.actor, AuditEvent.action, AuditEvent.entity_type, AuditEvent.entity_id,
-            AuditEvent.before, AuditEvent.after, AuditEvent.request_id)
 
 
 _events = AuditEvent.__table__
