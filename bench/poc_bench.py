@@ -231,7 +231,8 @@ def main() -> None:
                    help="server processes (default on PostgreSQL: one more than the cores, so that a core has work while "
                         "a process waits on the database; on SQLite: the cores)")
     p.add_argument("--threads", type=int, default=None,
-                   help="LABES_WORKER_THREADS of each server process (default: 1 on PostgreSQL, 40 on SQLite)")
+                   help="LABES_WORKER_THREADS of each server process (default: 0 on PostgreSQL, handlers on the "
+                        "event loop; 40 on SQLite)")
     p.add_argument("--patients", type=int, default=3000, help="patients given a card (a random sample)")
     p.add_argument("--doctors", type=int, default=20)
     p.add_argument("--rate", type=int, default=1500,
@@ -276,7 +277,7 @@ def main() -> None:
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
             connection.exec_driver_sql("VACUUM ANALYZE")
 
-    threads = args.threads or (1 if args.db == "postgresql" else 40)
+    threads = args.threads if args.threads is not None else (0 if args.db == "postgresql" else 40)
     args.workers = args.workers or (os.cpu_count() or 2) + (args.db == "postgresql")
     server = start_server(url, keys_dir, args.port, args.workers, pool=max(threads, args.connections // args.workers + 2),
                           threads=threads, log=where / "server.log")

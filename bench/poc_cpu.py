@@ -91,7 +91,7 @@ def main() -> None:
         raise SystemExit(f"run poc_bench.py --members {args.members} --db {args.db} --workdir {where} first")
     keys_dir = where / "keys"
     os.environ.update({"LABES_DATABASE_URL": url, "LABES_KEYS_DIR": str(keys_dir), "LABES_LOG_LEVEL": "WARNING",
-                       "LABES_WORKER_THREADS": "1" if args.db == "postgresql" else "40"})
+                       "LABES_WORKER_THREADS": "0" if args.db == "postgresql" else "40"})
     from labes.app import create_app
     from labes.care.transactions import challenge_secret
 

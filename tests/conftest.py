@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from labes.config import Settings
 from labes.db import Base, make_engine
 from labes.migrate import upgrade
+from labes.security.deps import unit_of_work_on_the_loop
 from labes.models import load_all
 
 load_all()
@@ -30,10 +31,13 @@ BACKENDS = ["sqlite", "postgresql"]
 @event.listens_for(Engine, "before_cursor_execute")
 def _no_sql_on_the_event_loop(conn, cursor, statement, parameters, context, executemany) -> None:
     """Fail any test in which the app runs SQL on its event loop (an answer validated there that lazy-loads, say):
-    a statement that waits — for SQLite's write lock, for a slow query — would stall every request of the process."""
+    a statement that waits — for SQLite's write lock, for a slow query — would stall every request of the process.
+    Only a unit of work the server runs there on purpose (`LABES_WORKER_THREADS=0`) may."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
+        return
+    if unit_of_work_on_the_loop():
         return
     raise AssertionError(f"SQL on the event loop: {statement[:120]}")
 
@@ -106,13 +110,13 @@ def keys_dir(tmp_path_factory):
 
 @pytest.fixture
 def app_for(keys_dir):
-    """Build the API over a session factory."""
+    """Build the API over a session factory (`options`: other settings, e.g. `worker_threads=0`)."""
     from labes.app import create_app
 
-    def build(factory: sessionmaker[Session]):
+    def build(factory: sessionmaker[Session], **options):
         # No sealer: its thread would share the test's connection with the requests' threads.
         settings = Settings(database_url="sqlite://", environment="test", log_level="WARNING", keys_dir=keys_dir,
-                            audit_seal_interval=0)
+                            audit_seal_interval=0, **options)
         return create_app(settings, factory)
 
     return build

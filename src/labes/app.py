@@ -86,7 +86,9 @@ def create_app(settings: Settings | None = None, factory: sessionmaker[Session] 
         # transaction begun and ended in one of them (security/deps.py). On PostgreSQL a few threads per process
         # keep the database busy; many only queue on the GIL. SQLite has one writer at a time, and the default
         # (AnyIO's 40) lets requests queue for its lock in threads rather than in the event loop.
-        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
+        # With 0 the handlers run on the loop itself (security/deps.py: run_unit_of_work); a thread is still
+        # there for what FastAPI runs in one (a synchronous dependency or a handler without a unit of work).
+        anyio.to_thread.current_default_thread_limiter().total_tokens = max(settings.worker_threads, 1)
         async with anyio.create_task_group() as tasks:
             if settings.audit_seal_interval:
                 # Every process may seal: one at a time holds the chain, the others skip their turn.

@@ -22,8 +22,8 @@ class Settings(BaseSettings):
     session_hours: int = Field(default=8, description="Lifetime of an agent's login session")
     log_level: str = Field(default="INFO")
     keys_dir: Path = Field(default=Path("./var/keys"), description="Where the fund's private keys live (mode 0600)")
-    worker_threads: int = Field(default=40, ge=1, description="Requests one app process handles at once (threads); "
-                                "on PostgreSQL 2-4 serve more requests a second")
+    worker_threads: int = Field(default=40, ge=0, description="Requests one app process handles at once (threads); "
+                                "0: one at a time, on the event loop (PostgreSQL, one process more than the cores)")
     db_pool_size: int = Field(default=10, description="Connections per app process (PostgreSQL)")
     sms_gateway_url: str | None = Field(default=None, description="SMS operator's HTTP gateway; unset: development gateway (log lines)")
     sms_gateway_username: str = Field(default="", description="Basic-auth user of the SMS gateway")

@@ -25,10 +25,19 @@ from labes.terminal import Terminal
 from tests.care.conftest import build_world
 
 
+@pytest.fixture(params=[40, 0], ids=["request-threads", "on-the-loop"])
+def worker_threads(request) -> int:
+    """Handlers in request threads (the default), or on each process's event loop (LABES_WORKER_THREADS=0)."""
+    return request.param
+
+
 @pytest.fixture
-def shared(committed, app_for, keys_dir):
-    """A world whose rows are committed, so that concurrent requests see them."""
-    app = app_for(committed)
+def shared(committed, app_for, keys_dir, worker_threads):
+    """A world whose rows are committed, so that concurrent requests see them.
+
+    Each racing client runs its own event loop in its own thread, as two server processes would.
+    """
+    app = app_for(committed, worker_threads=worker_threads)
     with committed() as session, TestClient(app) as client:
         world = build_world(session, client, keys_dir)
         session.commit()
@@ -99,7 +108,7 @@ def _prescription_id(session, number):
     return session.scalar(select(Prescription.id).where(Prescription.number == number))
 
 
-def test_a_new_card_signing_many_checks_at_once_does_not_stall_the_request_threads(shared, app_for):
+def test_a_new_card_signing_many_checks_at_once_does_not_stall_the_request_threads(shared, app_for, worker_threads):
     """Eight rights checks signed by a doctor's new card, in one process with two request threads.
 
     The first to pass puts the card in use and holds its row until it commits; the others wait for that
@@ -111,7 +120,7 @@ def test_a_new_card_signing_many_checks_at_once_does_not_stall_the_request_threa
     url = committed.kw["bind"].url
     options = {"connect_args": {"options": "-c lock_timeout=10s"}} if url.get_backend_name() == "postgresql" else {}
     engine = make_engine(url.render_as_string(hide_password=False), **options)
-    app = app_for(sessionmaker(bind=engine, expire_on_commit=False))
+    app = app_for(sessionmaker(bind=engine, expire_on_commit=False), worker_threads=worker_threads)
     doctor = world.doctor_at_clinic
     bodies = [doctor.sign("rights-check", {}, patient_card=world.cards["patient"], challenge=doctor.challenge())
               for _ in range(8)]

@@ -505,6 +505,96 @@ class TestBodies:
         assert counts(session)["prescription"] == before["prescription"] + 1
 
 
+    @pytest.mark.parametrize("media_type", ["text/plain", "application/x-www-form-urlencoded"])
+    def test_an_envelope_not_sent_as_json_is_a_422_problem(self, world, session, media_type):
+        before = counts(session)
+        body = sign(world.doctor_at_clinic, "rights-check", {}, patient=world.cards["patient"])
+        response = world.client.post(f"{API}/rights-checks", content=json.dumps(body).encode(),
+                                     headers={"content-type": media_type})
+        answer = problem(response, 422, "malformed-request")
+        assert media_type in answer["detail"]
+        assert counts(session) == before
+
+    def test_json_under_a_json_suffix_media_type_is_read(self, world, session):
+        body = sign(world.doctor_at_clinic, "rights-check", {}, patient=world.cards["patient"])
+        response = world.client.post(f"{API}/rights-checks", content=json.dumps(body).encode(),
+                                     headers={"content-type": "application/vnd.labes+json; charset=utf-8"})
+        assert response.status_code == 200, response.text
+
+
+class TestWhereHandlersRun:
+    """`LABES_WORKER_THREADS=0` runs each request's unit of work on the process's event loop, to its commit."""
+
+    @staticmethod
+    def _spy(monkeypatch, module, name) -> list[bool]:
+        import asyncio
+
+        on_loop: list[bool] = []
+        original = getattr(module, name)
+
+        def spy(*args, **kwargs):
+            try:
+                asyncio.get_running_loop()
+                on_loop.append(True)
+            except RuntimeError:  # a request thread has no running loop
+                on_loop.append(False)
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, spy)
+        return on_loop
+
+    @pytest.mark.parametrize(("threads", "expected"), [(40, False), (1, False), (0, True)])
+    def test_a_signed_request_runs_where_the_settings_say(self, world, session, app_for, factory, monkeypatch,
+                                                           threads, expected):
+        from starlette.testclient import TestClient
+
+        from labes.care import rights
+
+        on_loop = self._spy(monkeypatch, rights, "check")
+        body = sign(world.doctor_at_clinic, "rights-check", {}, patient=world.cards["patient"])
+        with TestClient(app_for(factory, worker_threads=threads)) as client:
+            response = client.post(f"{API}/rights-checks", json=body)
+        assert response.status_code == 200, response.text
+        assert response.json()["card"] == world.cards["patient"].serial
+        assert on_loop == [expected]
+
+    @pytest.mark.parametrize(("threads", "expected"), [(40, False), (0, True)])
+    def test_an_agents_request_runs_where_the_settings_say(self, session, app_for, factory, monkeypatch, threads,
+                                                            expected):
+        from starlette.testclient import TestClient
+
+        from labes.care import sheets
+
+        on_loop = self._spy(monkeypatch, sheets, "get_or_raise")
+        token = factories.agent_token(session, "reviewer")
+        session.commit()
+        with TestClient(app_for(factory, worker_threads=threads)) as client:
+            response = client.get(f"{API}/care-sheets/CS-2026-00000001", headers={"Authorization": f"Bearer {token}"})
+        problem(response, 404, "not-found")
+        assert on_loop == [expected]
+
+    def test_a_refused_request_on_the_loop_writes_nothing(self, world, session, app_for, factory):
+        from starlette.testclient import TestClient
+
+        before = counts(session)
+        body = flip_signature(sign(world.doctor_at_clinic, "prescribe", prescription(), patient=world.cards["patient"]), 0)
+        with TestClient(app_for(factory, worker_threads=0)) as client:
+            problem(client.post(f"{API}/prescriptions", json=body), 403, "invalid-transaction")
+        assert counts(session) == before
+        assert card_state(session, world.cards["patient"].serial) == "delivered"
+
+
+def test_card_signed_routes_document_their_envelope_and_path(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    rights = paths[f"{API}/rights-checks"]["post"]
+    schema = rights["requestBody"]["content"]["application/json"]["schema"]
+    assert set(schema["required"]) == {"transaction", "content"} and rights["x-permission"] == "card-signed"
+    assert "201" in paths[f"{API}/care-sheets"]["post"]["responses"]
+    correction = paths[f"{API}/care-sheets/{{number}}/corrections"]["post"]
+    assert [(p["name"], p["in"]) for p in correction["parameters"]] == [("number", "path")]
+    assert rights["description"].startswith("Check the rights of the patient")
+
+
 def test_purge_forgets_only_expired_challenges(cli_runner, committed):
     from datetime import UTC, datetime, timedelta
 

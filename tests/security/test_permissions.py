@@ -72,7 +72,9 @@ def authenticated(route) -> bool:
 
 
 def card_signed(route) -> bool:
-    return any(isinstance(d.call, CardSigned) for d in _dependencies(route.dependant))
+    """A point-of-care route (care.deps.signed_route) or a FHIR one taking the signed envelope as a dependency."""
+    return (getattr(route.endpoint, "card_signed", None) is not None
+            or any(isinstance(d.call, CardSigned) for d in _dependencies(route.dependant)))
 
 
 def endpoints(app) -> dict[str, object]:

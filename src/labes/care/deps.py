@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import Depends, Request
+import pydantic_core
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from labes.cards.crypto import KeysMissing
 from labes.care import protocol, transactions
 from labes.care.transactions import Verified, VerifiedInsured
+from labes.db import session_scope
 from labes.errors import LabesError
+from labes.security.deps import run_unit_of_work
 
 M = TypeVar("M", bound=BaseModel)
 refused_log = logging.getLogger("labes.care.refused")
@@ -112,3 +118,69 @@ def content_as(model: type[M], verified: Verified | VerifiedInsured) -> M:
         return model.model_validate(verified.content)
     except ValidationError as exc:
         raise RequestValidationError([{**error, "loc": ("body", "content", *error["loc"])} for error in exc.errors()]) from None
+
+
+# ------------------------------------------------------------------------------------------- card-signed routes
+# A point-of-care route is one function from the signed request to its answer: the body is read, the unit of
+# work begun, the transaction checked, the action done and committed, the answer encoded, and nothing else.
+# FastAPI's dependencies, body model and answer validation would cost a rights check more than its database
+# work does; what they gave (the 422 of a malformed envelope, the problem answers) is kept here.
+
+Answer = dict[str, Any] | tuple[dict[str, Any], int]
+Handler = Callable[..., Answer]
+_JSON_BODY = {"required": True, "content": {"application/json": {"schema": SignedRequest.model_json_schema()}}}
+
+
+def signed_route(router: APIRouter, path: str, *, action: str, status_code: int = 200,
+                 patient: Literal["required", "optional", "none"] = "required",
+                 freshness: Literal["challenge", "challenge-or-client-key"] = "challenge") -> Callable[[Handler], Handler]:
+    """Register `handler(session, verified, **path_values)` as the card-signed `POST path` for `action`.
+
+    The handler returns its answer, or `(answer, status)` to answer other than `status_code` (200 for a
+    care sheet sent again under its client key). It runs with the transaction already checked
+    (`transactions.accept`) and is committed when it returns; whatever it raises rolls everything back.
+    """
+    def register(handler: Handler) -> Handler:
+        path_values = [parameter for name, parameter in inspect.signature(handler, eval_str=True).parameters.items()
+                       if name not in ("session", "verified")]
+
+        async def endpoint(request: Request, **values: Any) -> Response:
+            signed = SignedAction(await _envelope(request), action, challenge_secret(request), patient, freshness)
+            answer = await run_unit_of_work(request, partial(_serve, request, signed, handler, values))
+            answer, status = answer if isinstance(answer, tuple) else (answer, status_code)
+            return Response(pydantic_core.to_json(answer), status, media_type="application/json")
+
+        endpoint.__signature__ = inspect.Signature([  # type: ignore[attr-defined]
+            inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request), *path_values])
+        endpoint.__name__, endpoint.__doc__ = handler.__name__, handler.__doc__
+        endpoint.card_signed = action  # type: ignore[attr-defined]  # what tests/security/test_permissions.py looks for
+        router.add_api_route(path, endpoint, methods=["POST"], status_code=status_code,
+                             openapi_extra={"x-permission": "card-signed", "requestBody": _JSON_BODY})
+        return handler
+    return register
+
+
+def _serve(request: Request, signed: SignedAction, handler: Handler, values: dict[str, Any]) -> Answer:
+    with session_scope(request.app.state.sessionmaker) as session:
+        session.info["request_id"] = getattr(request.state, "request_id", None)
+        return handler(session, signed.accept(session), **values)
+
+
+async def _envelope(request: Request) -> dict[str, Any]:
+    """Read the body as the signed envelope, or raise the 422 of a malformed request (what FastAPI would say)."""
+    media_type = request.headers.get("content-type", "application/json").partition(";")[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise RequestValidationError([{"type": "model_attributes_type", "loc": ("body",), "input": None,
+                                       "msg": f"Send the signed request as application/json, not {media_type}"}])
+    body = await request.body()
+    try:
+        value = json.loads(body)
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        raise RequestValidationError([{"type": "json_invalid", "loc": ("body", getattr(exc, "pos", 0)), "input": {},
+                                       "msg": "JSON decode error", "ctx": {"error": str(exc)}}]) from None
+    try:
+        envelope = SignedRequest.model_validate(value)
+    except ValidationError as exc:
+        raise RequestValidationError([{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]) from None
+    # The validated values as they are (a model_dump() would copy every nested value of the content).
+    return {"transaction": envelope.transaction, "content": envelope.content}

@@ -9,21 +9,23 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, Request, status
+from sqlalchemy.orm import Session
 
 from labes.care import dispensing, prescriptions, protocol, rights, sheets
-from labes.care.deps import card_signed, challenge_secret, content_as
+from labes.care.deps import challenge_secret, content_as, signed_route
 from labes.care.schemas import (
     ApprovalRequestContent, CareSheetContent, CareSheetCorrectionContent, ChallengeRead, DispenseContent,
     InsuredCareSheetsContent, PrescriptionCancelContent, PrescriptionContent, PrescriptionOpenContent, RightsCheckContent,
     StatusQueryContent,
 )
+from labes.care.transactions import Verified, VerifiedInsured
 from labes.claims import approvals
 from labes.security import audit
 from labes.security.deps import DbSession, UnitOfWorkRoute, permitted
 
 router = APIRouter(prefix="/api/v1/care", tags=["point of care"], route_class=UnitOfWorkRoute)
-CARD = {"x-permission": "card-signed"}
+CREATED = status.HTTP_201_CREATED
 
 
 @router.post("/challenges", response_model=ChallengeRead, status_code=status.HTTP_201_CREATED,
@@ -34,52 +36,44 @@ def new_challenge(request: Request) -> dict[str, Any]:
     return {"challenge": challenge.token, "expires_at": challenge.expires_at}
 
 
-@router.post("/rights-checks", openapi_extra=CARD)
-def rights_check(session: DbSession, signed: card_signed("rights-check")) -> dict[str, Any]:
+@signed_route(router, "/rights-checks", action="rights-check")
+def rights_check(session: Session, verified: Verified) -> dict[str, Any]:
     """Check the rights of the patient whose card signed, with the price of the standard act here."""
-    verified = signed.accept(session)
     content = content_as(RightsCheckContent, verified)
     return rights.check(session, verified=verified, act=content.act)
 
 
-@router.post("/care-sheets", status_code=status.HTTP_201_CREATED, openapi_extra=CARD)
-def submit_care_sheet(response: Response, session: DbSession,
-                      signed: card_signed("care-sheet", freshness="challenge-or-client-key")) -> dict[str, Any]:
+@signed_route(router, "/care-sheets", action="care-sheet", status_code=CREATED, freshness="challenge-or-client-key")
+def submit_care_sheet(session: Session, verified: Verified) -> tuple[dict[str, Any], int]:
     """Send a care sheet signed by both cards; it is adjudicated at once. The same client key answers 200 with the same sheet."""
-    verified = signed.accept(session)
     content = content_as(CareSheetContent, verified)
     sheet, new = sheets.receive(session, verified=verified, content=content)
-    if not new:
-        response.status_code = status.HTTP_200_OK
-    return _sheet_answer(session, sheet)
+    return _sheet_answer(session, sheet), CREATED if new else status.HTTP_200_OK
 
 
-@router.post("/care-sheets/{number}/corrections", openapi_extra=CARD)
-def correct_care_sheet(number: str, session: DbSession,
-                       signed: card_signed("care-sheet-correction", freshness="challenge-or-client-key")) -> dict[str, Any]:
+@signed_route(router, "/care-sheets/{number}/corrections", action="care-sheet-correction",
+              freshness="challenge-or-client-key")
+def correct_care_sheet(session: Session, verified: Verified, number: str) -> dict[str, Any]:
     """Resubmit a rejected care sheet, corrected, under its own number."""
-    verified = signed.accept(session)
     content = content_as(CareSheetCorrectionContent, verified)
     return _sheet_answer(session, sheets.correct(session, number=number, verified=verified, content=content))
 
 
-@router.post("/care-sheets/status", openapi_extra=CARD)
-def care_sheet_status(session: DbSession, signed: card_signed("care-sheet-status", patient="none")) -> dict[str, Any]:
+@signed_route(router, "/care-sheets/status", action="care-sheet-status", patient="none")
+def care_sheet_status(session: Session, verified: Verified) -> dict[str, Any]:
     """The statuses of this facility's care sheets (by number, or since a day), with the fund's payment deadlines."""
-    verified = signed.accept(session)
     content = content_as(StatusQueryContent, verified)
     found = sheets.status_for_provider(session, verified=verified, numbers=content.numbers, since=content.since)
     today = verified.now.date()
     return {"items": [{**sheets.answer(s), "late": sheets.late(s, today)} for s in found]}
 
 
-@router.post("/insured/care-sheets", openapi_extra=CARD)
-def insured_care_sheets(session: DbSession, signed: card_signed("insured-care-sheets")) -> dict[str, Any]:
+@signed_route(router, "/insured/care-sheets", action="insured-care-sheets")
+def insured_care_sheets(session: Session, verified: VerifiedInsured) -> dict[str, Any]:
     """The insured's care sheets, signed by their own card alone: statuses, amounts, reasons, payments.
 
     The family's insured member sees the whole family's sheets (the fund reimburses them); anyone else their own.
     """
-    verified = signed.accept(session)
     content = content_as(InsuredCareSheetsContent, verified)
     return sheets.for_insured(session, verified=verified, since=content.since)
 
@@ -96,52 +90,45 @@ def _sheet_answer(session, sheet) -> dict[str, Any]:
     return sheets.answer(sheet, visit_number=sheet.visit.number if sheet.visit_id else None)
 
 
-@router.post("/prescriptions", status_code=status.HTTP_201_CREATED, openapi_extra=CARD)
-def prescribe(session: DbSession, signed: card_signed("prescribe")) -> dict[str, Any]:
+@signed_route(router, "/prescriptions", action="prescribe", status_code=CREATED)
+def prescribe(session: Session, verified: Verified) -> dict[str, Any]:
     """Issue an e-prescription signed by the prescriber's and the patient's cards; the answer carries the QR code once."""
-    verified = signed.accept(session)
     content = content_as(PrescriptionContent, verified)
     issued = prescriptions.prescribe(session, verified=verified, content=content)
     return {**prescriptions.view(session, issued.prescription, today=verified.care_day),
             "access_code": issued.access_code, "qr_payload": issued.qr_payload, "qr_svg": issued.qr_svg}
 
 
-@router.post("/prescriptions/open", openapi_extra=CARD)
-def open_prescription(session: DbSession, signed: card_signed("prescription-open", patient="optional")) -> dict[str, Any]:
+@signed_route(router, "/prescriptions/open", action="prescription-open", patient="optional")
+def open_prescription(session: Session, verified: Verified) -> dict[str, Any]:
     """Open a prescription at this pharmacy with the patient's card or the QR's access code; it is held here."""
-    verified = signed.accept(session)
     content = content_as(PrescriptionOpenContent, verified)
     prescription = prescriptions.open_at_pharmacy(session, verified=verified, content=content)
     return prescriptions.view(session, prescription, today=verified.care_day)
 
 
-@router.post("/prescriptions/cancel", openapi_extra=CARD)
-def cancel_prescription(session: DbSession, signed: card_signed("prescription-cancel", patient="none")) -> dict[str, Any]:
+@signed_route(router, "/prescriptions/cancel", action="prescription-cancel", patient="none")
+def cancel_prescription(session: Session, verified: Verified) -> dict[str, Any]:
     """Cancel a prescription (its prescriber only)."""
-    verified = signed.accept(session)
     content = content_as(PrescriptionCancelContent, verified)
     prescription = prescriptions.cancel(session, verified=verified, content=content)
     return prescriptions.view(session, prescription, today=verified.care_day)
 
 
-@router.post("/dispensations", status_code=status.HTTP_201_CREATED, openapi_extra=CARD)
-def dispense(response: Response, session: DbSession,
-             signed: card_signed("dispense", patient="optional")) -> dict[str, Any]:
+@signed_route(router, "/dispensations", action="dispense", status_code=CREATED, patient="optional")
+def dispense(session: Session, verified: Verified) -> tuple[dict[str, Any], int]:
     """Dispense against a prescription and send the care sheet; the same client key answers 200 with the same result."""
-    verified = signed.accept(session)
     content = content_as(DispenseContent, verified)
     result = dispensing.dispense(session, verified=verified, content=content)
-    if not result.new:
-        response.status_code = status.HTTP_200_OK
-    return {"dispensation": result.dispensation.number if result.dispensation else None,
-            "lines": result.dispensation.lines if result.dispensation else [],
-            "prescription_state": result.prescription_state, "care_sheet": sheets.answer(result.sheet)}
+    return ({"dispensation": result.dispensation.number if result.dispensation else None,
+             "lines": result.dispensation.lines if result.dispensation else [],
+             "prescription_state": result.prescription_state, "care_sheet": sheets.answer(result.sheet)},
+            CREATED if result.new else status.HTTP_200_OK)
 
 
-@router.post("/approvals", status_code=status.HTTP_201_CREATED, openapi_extra=CARD)
-def request_approval(session: DbSession, signed: card_signed("approval-request")) -> dict[str, Any]:
+@signed_route(router, "/approvals", action="approval-request", status_code=CREATED)
+def request_approval(session: Session, verified: Verified) -> dict[str, Any]:
     """Ask the fund for prior approval of a listed act or drug for the patient whose card signed."""
-    verified = signed.accept(session)
     content = content_as(ApprovalRequestContent, verified)
     approval = approvals.request(session, verified=verified, code=content.code, quantity=content.quantity,
                                  justification=content.justification, diagnoses=content.diagnoses)
