@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Literal
@@ -159,8 +159,8 @@ class Verified:
     def actor(self) -> Actor:
         return Actor("professional", f"{self.professional.licence}@{self.facility.code}")
 
-    @property
-    def care_day(self) -> date:
+    @cached_property
+    def care_day(self) -> date:  # read a dozen times a request; a time-zone conversion each time would show
         return local_day(self.transaction.time)
 
 
