@@ -593,6 +593,13 @@ def test_card_signed_routes_document_their_envelope_and_path(client):
     correction = paths[f"{API}/care-sheets/{{number}}/corrections"]["post"]
     assert [(p["name"], p["in"]) for p in correction["parameters"]] == [("number", "path")]
     assert rights["description"].startswith("Check the rights of the patient")
+    # The content each action takes is written out, nested models included (no reference left to resolve).
+    sheet = paths[f"{API}/care-sheets"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    content = sheet["properties"]["content"]
+    assert {"client_key", "kind", "care_date", "lines"} <= set(content["required"])
+    assert content["properties"]["lines"]["items"]["properties"]["code"]["maxLength"] == 12
+    assert "$ref" not in json.dumps(sheet)
+    assert set(schema["properties"]["content"]["properties"]) == {"act"}
 
 
 def test_purge_forgets_only_expired_challenges(cli_runner, committed):

@@ -125,25 +125,25 @@ def content_as(model: type[M], verified: Verified | VerifiedInsured) -> M:
 
 Answer = dict[str, Any] | tuple[dict[str, Any], int]
 Handler = Callable[..., Answer]
-_JSON_BODY = {"required": True, "content": {"application/json": {"schema": SignedRequest.model_json_schema()}}}
 
 
-def signed_route(router: APIRouter, path: str, *, action: str, status_code: int = 200,
+def signed_route(router: APIRouter, path: str, *, action: str, content: type[BaseModel], status_code: int = 200,
                  patient: Literal["required", "optional", "none"] = "required",
                  freshness: Literal["challenge", "challenge-or-client-key"] = "challenge") -> Callable[[Handler], Handler]:
-    """Register `handler(session, verified, **path_values)` as the card-signed `POST path` for `action`.
+    """Register `handler(session, verified, content, **path_values)` as the card-signed `POST path` for `action`.
 
-    The handler returns its answer, or `(answer, status)` to answer other than `status_code` (200 for a
-    care sheet sent again under its client key). It runs with the transaction already checked
-    (`transactions.accept`) and is committed when it returns; whatever it raises rolls everything back.
+    The handler gets the checked transaction (`transactions.accept`) and its content validated as `content`
+    (a 422 naming the field otherwise); it returns its answer, or `(answer, status)` to answer other than
+    `status_code` (200 for a care sheet sent again under its client key). It is committed when it returns;
+    whatever it raises rolls everything back.
     """
     def register(handler: Handler) -> Handler:
         path_values = [parameter for name, parameter in inspect.signature(handler, eval_str=True).parameters.items()
-                       if name not in ("session", "verified")]
+                       if name not in ("session", "verified", "content")]
 
         async def endpoint(request: Request, **values: Any) -> Response:
             signed = SignedAction(await _envelope(request), action, challenge_secret(request), patient, freshness)
-            answer = await run_unit_of_work(request, partial(_serve, request, signed, handler, values))
+            answer = await run_unit_of_work(request, partial(_serve, request, signed, handler, content, values))
             answer, status = answer if isinstance(answer, tuple) else (answer, status_code)
             return Response(pydantic_core.to_json(answer), status, media_type="application/json")
 
@@ -152,15 +152,42 @@ def signed_route(router: APIRouter, path: str, *, action: str, status_code: int 
         endpoint.__name__, endpoint.__doc__ = handler.__name__, handler.__doc__
         endpoint.card_signed = action  # type: ignore[attr-defined]  # what tests/security/test_permissions.py looks for
         router.add_api_route(path, endpoint, methods=["POST"], status_code=status_code,
-                             openapi_extra={"x-permission": "card-signed", "requestBody": _JSON_BODY})
+                             openapi_extra={"x-permission": "card-signed", "requestBody": _documented(content)})
         return handler
     return register
 
 
-def _serve(request: Request, signed: SignedAction, handler: Handler, values: dict[str, Any]) -> Answer:
+def _documented(content: type[BaseModel]) -> dict[str, Any]:
+    """The OpenAPI request body of a signed request whose content is `content` (its schema written out in full)."""
+    envelope = SignedRequest.model_json_schema()
+    envelope["properties"]["content"] = {**_inlined(content.model_json_schema()),
+                                         "description": envelope["properties"]["content"]["description"]}
+    return {"required": True, "content": {"application/json": {"schema": envelope}}}
+
+
+def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
+    """Return `schema` with its `$defs` written where they are referenced (the content models are not recursive)."""
+    definitions = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        own = {key: resolve(value) for key, value in node.items() if key != "$ref"}
+        if "$ref" in node:
+            return {**resolve(definitions[node["$ref"].rsplit("/", 1)[1]]), **own}
+        return own
+
+    return resolve(schema)
+
+
+def _serve(request: Request, signed: SignedAction, handler: Handler, content: type[BaseModel],
+           values: dict[str, Any]) -> Answer:
     with session_scope(request.app.state.sessionmaker) as session:
         session.info["request_id"] = getattr(request.state, "request_id", None)
-        return handler(session, signed.accept(session), **values)
+        verified = signed.accept(session)
+        return handler(session, verified, content_as(content, verified), **values)
 
 
 async def _envelope(request: Request) -> dict[str, Any]:
