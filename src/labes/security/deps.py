@@ -41,7 +41,7 @@ async def run_unit_of_work(request: Request, work: Callable[[], T]) -> T:
     or in one trip to a request thread.
 
     On the loop, the request runs to its commit before the process reads another: no transaction ever waits
-    for the loop or a thread while it holds locks, and the trip to a thread (a fifth of a rights check's CPU
+    for the loop or a thread while it holds locks, and the trip to a thread (≈ 15 % of a rights check's CPU
     in one process) is saved. A process then waits with its database round trips, so it suits PostgreSQL
     served by one process more than the cores; SQLite, whose writers queue for its one lock, keeps threads.
     """
