@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
+from datetime import UTC, datetime
 
 import anyio
 import httpx2
@@ -146,3 +147,75 @@ def test_a_new_card_signing_many_checks_at_once_does_not_stall_the_request_threa
         assert card.state == "in_use"
         assert session.scalar(select(func.count()).select_from(AuditEvent).where(
             AuditEvent.action == "card:status:first_use", AuditEvent.entity_id == card.serial)) == 1
+
+
+def _rights_events(session, serial: str) -> int:
+    return session.scalar(select(func.count()).select_from(AuditEvent).where(
+        AuditEvent.action == "care:rights:check", AuditEvent.after["card"].as_string() == serial))
+
+
+def test_a_rights_check_spends_its_challenge_with_its_audit_event_once(shared):
+    """A reading request's challenge is spent by the statement that writes its audit event (in autocommit on
+    PostgreSQL): the check is audited once, and the same body again is a replay that writes nothing."""
+    world, app, committed = shared
+    doctor, patient = world.doctor_at_clinic, world.cards["patient"]
+    body = doctor.sign("rights-check", {}, patient_card=patient, challenge=doctor.challenge())
+    with TestClient(app) as client:
+        first = client.post("/api/v1/care/rights-checks", json=body)
+        again = client.post("/api/v1/care/rights-checks", json=body)
+    assert first.status_code == 200, first.text
+    assert again.status_code == 403 and "already been used" in again.json()["detail"]
+    with committed() as session:
+        assert _rights_events(session, patient.serial) == 1
+
+
+def test_the_same_rights_check_posted_twice_at_once_is_answered_and_audited_once(shared):
+    world, app, committed = shared
+    doctor, patient = world.doctor_at_clinic, world.cards["patient"]
+    body = doctor.sign("rights-check", {}, patient_card=patient, challenge=doctor.challenge())
+    barrier = threading.Barrier(2)
+    statuses: list[int] = []
+
+    def post() -> None:
+        with TestClient(app) as client:
+            barrier.wait()
+            statuses.append(client.post("/api/v1/care/rights-checks", json=body).status_code)
+
+    threads = [threading.Thread(target=post) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(statuses) == [200, 403]
+    with committed() as session:
+        assert _rights_events(session, patient.serial) == 1
+
+
+def test_a_new_cards_first_rights_check_is_run_as_a_writing_request(shared):
+    """A card's first use must roll back with a refused request, so a reading request that meets a delivered
+    card runs again in a transaction: the card is put in use, and the check audited, once each."""
+    world, app, committed = shared
+    doctor, patient = world.doctor_at_clinic, world.cards["patient"]
+    with committed() as session:
+        session.execute(update(Card).where(Card.serial == patient.serial).values(state="delivered", first_used_at=None))
+        session.commit()
+    body = doctor.sign("rights-check", {}, patient_card=patient, challenge=doctor.challenge())
+    with TestClient(app) as client:
+        assert client.post("/api/v1/care/rights-checks", json=body).status_code == 200
+    with committed() as session:
+        card = session.scalar(select(Card).where(Card.serial == patient.serial))
+        assert card.state == "in_use"
+        assert session.scalar(select(func.count()).select_from(AuditEvent).where(
+            AuditEvent.action == "card:status:first_use", AuditEvent.entity_id == patient.serial)) == 1
+        assert _rights_events(session, patient.serial) == 1
+
+
+def test_a_reading_request_cannot_write(committed):
+    from labes.care.deps import _READING
+    from labes.care.models import UsedChallenge
+
+    with committed() as session:
+        session.info[_READING] = True
+        session.add(UsedChallenge(nonce="a-reading-write", expires_at=datetime.now(UTC)))
+        with pytest.raises(RuntimeError, match="tried to write"):
+            session.flush()

@@ -12,6 +12,8 @@ from typing import Any, Literal, TypeVar
 
 import pydantic_core
 from fastapi import APIRouter, Request, Response
+from sqlalchemy import Engine, event
+from sqlalchemy.orm import Session
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -64,12 +66,13 @@ class SignedAction:
     patient: str
     freshness: str
 
-    def accept(self, session) -> Verified | VerifiedInsured:
+    def accept(self, session, *, reading: bool = False) -> Verified | VerifiedInsured:
         try:
             if self.action in protocol.INSURED_ACTIONS:  # signed by the insured's own card, with no professional
-                return transactions.accept_insured(session, body=self.body, action=self.action, secret=self.secret)
+                return transactions.accept_insured(session, body=self.body, action=self.action, secret=self.secret,
+                                                   reading=reading)
             return transactions.accept(session, body=self.body, action=self.action, secret=self.secret,
-                                       patient=self.patient, freshness=self.freshness)
+                                       patient=self.patient, freshness=self.freshness, reading=reading)
         except LabesError as exc:
             # Nothing is written for a refused transaction (it rolls back), so the log keeps the trace that
             # forged signatures, replays and blocked cards leave: who claimed to sign, where, and why no.
@@ -129,13 +132,19 @@ Handler = Callable[..., Answer]
 
 def signed_route(router: APIRouter, path: str, *, action: str, content: type[BaseModel], status_code: int = 200,
                  patient: Literal["required", "optional", "none"] = "required",
-                 freshness: Literal["challenge", "challenge-or-client-key"] = "challenge") -> Callable[[Handler], Handler]:
+                 freshness: Literal["challenge", "challenge-or-client-key"] = "challenge",
+                 reading: bool = False) -> Callable[[Handler], Handler]:
     """Register `handler(session, verified, content, **path_values)` as the card-signed `POST path` for `action`.
 
     The handler gets the checked transaction (`transactions.accept`) and its content validated as `content`
     (a 422 naming the field otherwise); it returns its answer, or `(answer, status)` to answer other than
     `status_code` (200 for a care sheet sent again under its client key). It is committed when it returns;
     whatever it raises rolls everything back.
+
+    `reading`: the handler only reads and records one audit event at most (a rights check). Its challenge is
+    then spent with that event, by the request's last statement (`transactions.spend_with_audit`); on
+    PostgreSQL the request needs no transaction around its statements, which saves BEGIN and COMMIT. A
+    reading handler that tried to write would be stopped at its flush.
     """
     def register(handler: Handler) -> Handler:
         path_values = [parameter for name, parameter in inspect.signature(handler, eval_str=True).parameters.items()
@@ -143,7 +152,8 @@ def signed_route(router: APIRouter, path: str, *, action: str, content: type[Bas
 
         async def endpoint(request: Request, **values: Any) -> Response:
             signed = SignedAction(await _envelope(request), action, challenge_secret(request), patient, freshness)
-            answer = await run_unit_of_work(request, partial(_serve, request, signed, handler, content, values))
+            serve = _serve_reading if reading else _serve
+            answer = await run_unit_of_work(request, partial(serve, request, signed, handler, content, values))
             answer, status = answer if isinstance(answer, tuple) else (answer, status_code)
             return Response(pydantic_core.to_json(answer), status, media_type="application/json")
 
@@ -188,6 +198,34 @@ def _serve(request: Request, signed: SignedAction, handler: Handler, content: ty
         session.info["request_id"] = getattr(request.state, "request_id", None)
         verified = signed.accept(session)
         return handler(session, verified, content_as(content, verified), **values)
+
+
+_READING = "labes_reading"  # Session.info key: this unit of work may not flush a change
+
+
+def _serve_reading(request: Request, signed: SignedAction, handler: Handler, content: type[BaseModel],
+                   values: dict[str, Any]) -> Answer:
+    with session_scope(request.app.state.sessionmaker) as session:
+        session.info["request_id"] = getattr(request.state, "request_id", None)
+        if isinstance(session.get_bind(), Engine) and session.get_bind().dialect.name == "postgresql":
+            # Each statement its own transaction: the reads need none, and the one write is one statement.
+            session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        session.info[_READING] = True
+        try:
+            verified = signed.accept(session, reading=True)
+        except transactions.NeedsTransaction:
+            pass
+        else:
+            answer = handler(session, verified, content_as(content, verified), **values)
+            transactions.spend_with_audit(session, verified)
+            return answer
+    return _serve(request, signed, handler, content, values)  # a card's first use: as a writing request
+
+
+@event.listens_for(Session, "before_flush")
+def _refuse_writes_while_reading(session: Session, _context, _instances) -> None:
+    if session.info.get(_READING) and (session.new or session.dirty or session.deleted):
+        raise RuntimeError("A reading request (signed_route(reading=True)) tried to write: declare it writing.")
 
 
 async def _envelope(request: Request) -> dict[str, Any]:

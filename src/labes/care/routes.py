@@ -36,7 +36,7 @@ def new_challenge(request: Request) -> dict[str, Any]:
     return {"challenge": challenge.token, "expires_at": challenge.expires_at}
 
 
-@signed_route(router, "/rights-checks", action="rights-check", content=RightsCheckContent)
+@signed_route(router, "/rights-checks", action="rights-check", content=RightsCheckContent, reading=True)
 def rights_check(session: Session, verified: Verified, content: RightsCheckContent) -> dict[str, Any]:
     """Check the rights of the patient whose card signed, with the price of the standard act here."""
     return rights.check(session, verified=verified, act=content.act)
@@ -58,7 +58,8 @@ def correct_care_sheet(session: Session, verified: Verified, content: CareSheetC
     return _sheet_answer(session, sheets.correct(session, number=number, verified=verified, content=content))
 
 
-@signed_route(router, "/care-sheets/status", action="care-sheet-status", content=StatusQueryContent, patient="none")
+@signed_route(router, "/care-sheets/status", action="care-sheet-status", content=StatusQueryContent, patient="none",
+              reading=True)
 def care_sheet_status(session: Session, verified: Verified, content: StatusQueryContent) -> dict[str, Any]:
     """The statuses of this facility's care sheets (by number, or since a day), with the fund's payment deadlines."""
     found = sheets.status_for_provider(session, verified=verified, numbers=content.numbers, since=content.since)
@@ -66,7 +67,8 @@ def care_sheet_status(session: Session, verified: Verified, content: StatusQuery
     return {"items": [{**sheets.answer(s), "late": sheets.late(s, today)} for s in found]}
 
 
-@signed_route(router, "/insured/care-sheets", action="insured-care-sheets", content=InsuredCareSheetsContent)
+@signed_route(router, "/insured/care-sheets", action="insured-care-sheets", content=InsuredCareSheetsContent,
+              reading=True)
 def insured_care_sheets(session: Session, verified: VerifiedInsured, content: InsuredCareSheetsContent) -> dict[str, Any]:
     """The insured's care sheets, signed by their own card alone: statuses, amounts, reasons, payments.
 

@@ -34,6 +34,7 @@ from labes.care.protocol import InvalidTransaction, Signed, Transaction
 from labes.db import columns_by_prefix, read
 from labes.errors import InvalidInput, NotFound
 from labes.registry.models import Facility, Person, Practice, Professional
+from labes.security import audit
 from labes.security.audit import Actor
 
 # Which professions may sign which action; dispensing is a pharmacist's act, prescribing a doctor's.
@@ -154,6 +155,7 @@ class Verified:
     patient_card: SimpleNamespace | None
     patient: SimpleNamespace | None  # PERSON_COLUMNS
     now: datetime
+    unspent: protocol.Challenge | None = None  # a reading request's challenge, spent by spend_with_audit()
 
     @property
     def actor(self) -> Actor:
@@ -247,8 +249,12 @@ def _refuse_unusable(session: Session, cards_: list[SimpleNamespace]) -> None:
 
 def accept(session: Session, *, body: dict[str, Any], action: str, secret: bytes, now: datetime | None = None,
            patient: Literal["required", "optional", "none"] = "required",
-           freshness: Literal["challenge", "challenge-or-client-key"] = "challenge") -> Verified:
-    """Check a signed request for `action` and return who did what where; raise at the first failed check."""
+           freshness: Literal["challenge", "challenge-or-client-key"] = "challenge", reading: bool = False) -> Verified:
+    """Check a signed request for `action` and return who did what where; raise at the first failed check.
+
+    `reading`: the request only reads (and is audited); its challenge is left for `spend_with_audit()` to spend
+    with the audit event, and a card's first use raises `NeedsTransaction` (see there).
+    """
     now = now or datetime.now(UTC)
     if action in protocol.INSURED_ACTIONS:
         raise InvalidInput(f"'{action}' is the insured's own action: check it with accept_insured().", field="action")
@@ -264,7 +270,8 @@ def accept(session: Session, *, body: dict[str, Any], action: str, secret: bytes
                                  field="transaction.signatures")
 
     challenge = protocol.open_challenge(secret, tx.challenge, now=now) if tx.challenge is not None else None
-    cards_, fresh = _signers(session, serials=sorted(expected), facility=tx.facility, challenge=challenge)
+    cards_, fresh = _signers(session, serials=sorted(expected), facility=tx.facility,
+                             challenge=None if reading else challenge)
     found = {card.serial: card for card in cards_}
     professional_card = _card(found, tx.professional_card, "professional")
     patient_card = _card(found, tx.patient_card, "patient") if tx.patient_card else None
@@ -283,8 +290,9 @@ def accept(session: Session, *, body: dict[str, Any], action: str, secret: bytes
                                  field="transaction.payload.professional_card")
     person = patient_card.person if patient_card else None
     verified = Verified(tx, signed.jws_json, body["content"], professional, professional_card, facility,
-                        patient_card, person, now)
-    _mark_used(session, verified.actor, [card for card in (professional_card, patient_card) if card], now)
+                        patient_card, person, now, challenge if reading else None)
+    _mark_used(session, verified.actor, [card for card in (professional_card, patient_card) if card], now,
+               reading=reading)
     return verified
 
 
@@ -297,6 +305,7 @@ class VerifiedInsured:
     card: SimpleNamespace  # id, serial, card_type, state, public_key, last_used_at
     person: SimpleNamespace  # PERSON_COLUMNS
     now: datetime
+    unspent: protocol.Challenge | None = None  # as Verified.unspent
 
     @property
     def actor(self) -> Actor:
@@ -308,8 +317,10 @@ class VerifiedInsured:
 
 
 def accept_insured(session: Session, *, body: dict[str, Any], action: str, secret: bytes,
-                   now: datetime | None = None) -> VerifiedInsured:
-    """Check a request the insured signed with their own card (an action of INSURED_ACTIONS); raise if it fails."""
+                   now: datetime | None = None, reading: bool = False) -> VerifiedInsured:
+    """Check a request the insured signed with their own card (an action of INSURED_ACTIONS); raise if it fails.
+
+    `reading` as for `accept()`."""
     now = now or datetime.now(UTC)
     if action not in protocol.INSURED_ACTIONS:
         raise InvalidInput(f"'{action}' is a point-of-care action: check it with accept().", field="action")
@@ -319,14 +330,43 @@ def accept_insured(session: Session, *, body: dict[str, Any], action: str, secre
         raise InvalidTransaction("The insured's own card must sign this transaction, and no other card.",
                                  field="transaction.signatures")
     challenge = protocol.open_challenge(secret, tx.challenge, now=now)
-    cards_, fresh = _signers(session, serials=[tx.patient_card], facility="", challenge=challenge)
+    cards_, fresh = _signers(session, serials=[tx.patient_card], facility="", challenge=None if reading else challenge)
     card = _card({found.serial: found for found in cards_}, tx.patient_card, "patient")
     _refuse_unusable(session, [card])
     protocol.verify(signed, {card.serial: card.public_key})
     _refuse_replay(fresh)
-    verified = VerifiedInsured(tx, body["content"], card, card.person, now)
-    _mark_used(session, verified.actor, [card], now)
+    verified = VerifiedInsured(tx, body["content"], card, card.person, now, challenge if reading else None)
+    _mark_used(session, verified.actor, [card], now, reading=reading)
     return verified
+
+
+class NeedsTransaction(Exception):
+    """A reading request would write more than its audit event: a card's first use, which must roll back with
+    the request if it is refused. Its caller runs it again in a transaction (as a writing request)."""
+
+
+# A reading request's last statement on PostgreSQL: its challenge spent and its audit event written together,
+# the event only if the challenge was spent now (no row back: a replay). No transaction needs to hold them.
+_SPEND_AND_AUDIT = audit.guarded_insert(_USE_CHALLENGE["postgresql"].cte("spent"))
+
+
+def spend_with_audit(session: Session, verified: Verified | VerifiedInsured) -> None:
+    """End a reading request (`accept(..., reading=True)`): spend its challenge and write its audit event (it
+    records one at most), or refuse it as a replay with nothing written."""
+    events = audit.take_pending(session)
+    if len(events) > 1:
+        raise ValueError("A reading request records one audit event at most.")
+    challenge, connection = verified.unspent, session.connection()
+    if challenge is None:
+        raise ValueError("This request was not accepted as a reading one: its challenge is already spent.")
+    spent = {"nonce": challenge.nonce, "expires_at": challenge.expires_at}
+    if events and connection.dialect.name == "postgresql":
+        fresh = bool(read(connection, _SPEND_AND_AUDIT, {**spent, **events[0]}))
+    else:  # in the request's transaction
+        fresh = _spend(connection, challenge)
+        if fresh and events:
+            audit.write_events(connection, events)
+    _refuse_replay(fresh)
 
 
 def _card(found: dict[str, SimpleNamespace], serial: str, role: str) -> SimpleNamespace:
@@ -342,8 +382,11 @@ def _card(found: dict[str, SimpleNamespace], serial: str, role: str) -> SimpleNa
     return card
 
 
-def _mark_used(session: Session, actor: Actor, signers: list[SimpleNamespace], now: datetime) -> None:
+def _mark_used(session: Session, actor: Actor, signers: list[SimpleNamespace], now: datetime, *,
+               reading: bool = False) -> None:
     """Put new cards in use, and note each card's last use to the hour (one statement for both cards)."""
+    if reading and any(card.state == "delivered" for card in signers):
+        raise NeedsTransaction
     for card in signers:
         if card.state == "delivered":
             cards.first_use(session, actor=actor, card_id=card.id, now=now)

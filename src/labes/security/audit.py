@@ -21,6 +21,7 @@ from typing import Any
 
 import anyio
 from sqlalchemy import bindparam, event, func, insert, inspect, select, text, update
+from sqlalchemy.sql.base import Executable
 from sqlalchemy.orm import Session, sessionmaker
 
 from labes.db import session_scope, write
@@ -106,15 +107,31 @@ _CONTENT = (AuditEvent.at, AuditEvent.actor, AuditEvent.action, AuditEvent.entit
 _INSERT = insert(AuditEvent.__table__).values({column.key: bindparam(column.key) for column in _CONTENT}).inline()
 
 
+def take_pending(session: Session) -> list[dict[str, Any]]:
+    """Take the events recorded in this unit of work and not yet written, as the values of their rows."""
+    now = datetime.now(UTC)
+    return [{"at": now, **item} for item in session.info.pop(_PENDING, None) or ()]
+
+
+def guarded_insert(guard) -> Executable:
+    """Return an insert of one event (its values bound by column name) that writes it only if the common
+    table expression `guard` yields a row, and returns the new event's id: a write and its audit in one statement."""
+    values = select(*[bindparam(column.key, type_=column.type) for column in _CONTENT]).select_from(guard)
+    return (insert(AuditEvent.__table__).from_select([column.key for column in _CONTENT], values).add_cte(guard)
+            .returning(AuditEvent.id))
+
+
+def write_events(connection, events: list[dict[str, Any]]) -> None:
+    """Insert `events` (from `take_pending`). A Core insert: every write of the system passes here, and ORM
+    objects would only be thrown away. No lock and no read of the chain: the sealer chains them after they commit."""
+    write(connection, _INSERT, events)
+
+
 @event.listens_for(Session, "before_commit")
 def _write_pending(session: Session) -> None:
-    pending = session.info.pop(_PENDING, None)
-    if not pending:
-        return
-    now = datetime.now(UTC)
-    # A Core insert: every write of the system passes here, and ORM objects would only be thrown away.
-    # No lock and no read of the chain: the sealer chains these events after they commit.
-    write(session.connection(), _INSERT, [{"at": now, **item} for item in pending])
+    pending = take_pending(session)
+    if pending:
+        write_events(session.connection(), pending)
 
 
 @event.listens_for(Session, "after_rollback")
