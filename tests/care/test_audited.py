@@ -134,3 +134,22 @@ def test_a_refused_transaction_leaves_a_log_line_naming_the_cards(world, caplog)
     assert record.fields["professional_card"] == world.cards["doctor"].serial
     assert record.fields["patient_card"] == world.cards["patient"].serial
     assert record.fields["problem"] == "invalid-transaction"
+
+
+def test_a_replayed_rights_check_leaves_a_log_line_too(world, caplog):
+    """A reading request learns it is a replay at its last statement (where its challenge is spent with its
+    audit event); that refusal is logged like the gate's own."""
+    import logging
+
+    body = world.doctor_at_clinic.sign("rights-check", {}, patient_card=world.cards["patient"],
+                                       challenge=world.doctor_at_clinic.challenge())
+    assert world.client.post("/api/v1/care/rights-checks", json=body).status_code == 200
+
+    with caplog.at_level(logging.WARNING, logger="labes.care.refused"):
+        response = world.client.post("/api/v1/care/rights-checks", json=body)
+
+    assert response.status_code == 403
+    [record] = [r for r in caplog.records if r.name == "labes.care.refused"]
+    assert record.fields["action"] == "rights-check"
+    assert "already been used" in record.fields["reason"]
+    assert record.fields["patient_card"] == world.cards["patient"].serial

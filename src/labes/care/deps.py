@@ -5,17 +5,18 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal, TypeVar
 
 import pydantic_core
 from fastapi import APIRouter, Request, Response
-from sqlalchemy import Engine, event
-from sqlalchemy.orm import Session
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import Engine, event
+from sqlalchemy.orm import Session
 
 from labes.cards.crypto import KeysMissing
 from labes.care import protocol, transactions
@@ -67,12 +68,22 @@ class SignedAction:
     freshness: str
 
     def accept(self, session, *, reading: bool = False) -> Verified | VerifiedInsured:
-        try:
+        with self._refusals_logged():
             if self.action in protocol.INSURED_ACTIONS:  # signed by the insured's own card, with no professional
                 return transactions.accept_insured(session, body=self.body, action=self.action, secret=self.secret,
                                                    reading=reading)
             return transactions.accept(session, body=self.body, action=self.action, secret=self.secret,
                                        patient=self.patient, freshness=self.freshness, reading=reading)
+
+    def spend(self, session, verified: Verified | VerifiedInsured) -> None:
+        """End a reading request: spend its challenge with its audit event (`transactions.spend_with_audit`)."""
+        with self._refusals_logged():
+            transactions.spend_with_audit(session, verified)
+
+    @contextmanager
+    def _refusals_logged(self) -> Iterator[None]:
+        try:
+            yield
         except LabesError as exc:
             # Nothing is written for a refused transaction (it rolls back), so the log keeps the trace that
             # forged signatures, replays and blocked cards leave: who claimed to sign, where, and why no.
@@ -217,7 +228,7 @@ def _serve_reading(request: Request, signed: SignedAction, handler: Handler, con
             pass
         else:
             answer = handler(session, verified, content_as(content, verified), **values)
-            transactions.spend_with_audit(session, verified)
+            signed.spend(session, verified)
             return answer
     return _serve(request, signed, handler, content, values)  # a card's first use: as a writing request
 

@@ -21,8 +21,8 @@ from typing import Any
 
 import anyio
 from sqlalchemy import bindparam, event, func, insert, inspect, select, text, update
-from sqlalchemy.sql.base import Executable
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql import Executable
 
 from labes.db import session_scope, write
 from labes.security.models import AuditEvent
