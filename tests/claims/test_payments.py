@@ -23,10 +23,13 @@ from labes.claims.payments import (
     parse_period,
     run_payments,
     withheld_millimes,
+    write_run_files,
 )
 from labes.claims.payments_cli import app as payments_cli
 from labes.errors import InvalidInput, NotFound
-from labes.registry.models import Member
+from labes.registry import providers, service
+from labes.registry.models import Member, Person
+from labes.registry.schemas import PersonUpdate, ProfessionalUpdate
 from labes.security.models import AuditEvent
 from tests import factories
 from tests.care.conftest import build_world
@@ -207,8 +210,9 @@ class TestFiles:
         fund = month["first"]["fund_millimes"] + month["second"]["fund_millimes"]
         assert doctor == {
             "statement": doctor["statement"], "payee_kind": "professional", "payee_identifier": world.doctor.licence,
-            "payee_name": "Dr Sami Trabelsi", "payee_tax_id": world.doctor.tax_id or "", "bank_reference": "",
-            "tax_regime": "actual", "tax_rate_percent": "3", "care_sheets": "2", "late_sheets": "2",
+            "payee_name": "Dr Sami Trabelsi", "payee_tax_id": world.doctor.tax_id or "",
+            "payee_iban": world.doctor.iban, "payment_method": "transfer", "tax_regime": "actual", "tax_rate_percent": "3",
+            "care_sheets": "2", "late_sheets": "2",
             "gross_millimes": str(fund), "tax_withheld_millimes": "780", "net_millimes": str(fund - 780),
             "gross_tnd": "26.000", "tax_withheld_tnd": "0.780", "net_tnd": "25.220",
         }
@@ -231,6 +235,75 @@ class TestFiles:
 
         assert not result.directory.exists()
         assert session.scalar(select(func.count()).select_from(PaymentRun)) == 0
+
+
+class TestBankAccounts:
+    """Money goes into the payee's account on record; a provider without one waits, an insured person gets a postal order."""
+
+    def test_a_provider_without_an_account_is_held_back_then_paid_once_it_is_recorded(self, world, session, month,
+                                                                                        tmp_path):
+        world.doctor.iban = None
+        session.flush()
+
+        held = pay(session, tmp_path)
+        session.commit()
+
+        assert world.doctor.licence not in {s.payee_identifier for s in held.statements}
+        assert [(h.payee_kind, h.payee_identifier, h.care_sheets, h.gross_millimes) for h in held.held] == [
+            ("professional", world.doctor.licence, 2, month["first"]["fund_millimes"] + month["second"]["fund_millimes"])]
+        for name in ("first", "second"):
+            waiting = sheet(session, month[name]["number"])
+            assert (waiting.status, waiting.statement_id, waiting.paid_on) == ("accepted", None, None)
+        event = session.scalar(select(AuditEvent.after).where(AuditEvent.action == "claims:payment:run",
+                                                              AuditEvent.entity_id == held.number))
+        assert (event["held_for_bank_account"], event["held"]) == (1, [f"professional {world.doctor.licence}"])
+
+        # The account is recorded as the doctor's bank prints it (a RIB), and the next run pays them, and only them.
+        providers.update_professional(session, actor=factories.ACTOR, licence=world.doctor.licence,
+                                      data=ProfessionalUpdate(iban="08 001 0000000000777 " + factories.iban(777)[-2:]))
+        paid = pay(session, tmp_path)
+
+        assert paid.held == ()
+        [statement] = paid.statements
+        assert (statement.payee_identifier, statement.care_sheets, statement.payee_iban, statement.payment_method) == (
+            world.doctor.licence, 2, factories.iban(777), "transfer")
+        assert pay(session, tmp_path).empty
+
+    def test_an_insured_person_without_an_account_is_paid_by_postal_order(self, world, session, month, tmp_path):
+        person = session.get(Person, world.member.person_id)
+        assert person.iban is None  # the family as enrolled: no account given
+
+        result = pay(session, tmp_path)
+        session.commit()
+
+        insured = next(s for s in result.statements if s.payee_kind == "person")
+        assert (insured.payee_iban, insured.payment_method) == (None, "postal-order")
+        row = next(r for r in read_csv(result.payment_file) if r["payee_kind"] == "person")
+        assert (row["payee_iban"], row["payment_method"]) == ("", "postal-order")
+        assert {r["payment_method"] for r in read_csv(result.payment_file) if r["payee_kind"] == "professional"} == {
+            "transfer"}
+
+    def test_an_insured_person_with_an_account_is_paid_by_transfer(self, world, session, month, tmp_path):
+        account = factories.iban()
+        service.update_person(session, actor=factories.ACTOR, person_id=world.member.person_id,
+                              data=PersonUpdate(iban=account))
+
+        insured = next(s for s in pay(session, tmp_path).statements if s.payee_kind == "person")
+
+        assert (insured.payee_iban, insured.payment_method) == (account, "transfer")
+
+    def test_a_statement_keeps_the_account_it_was_paid_into(self, world, session, month, tmp_path):
+        paid_into = world.doctor.iban
+        result = pay(session, tmp_path)
+        session.commit()
+        world.doctor.iban = factories.iban()  # the doctor changes banks afterwards
+        session.commit()
+
+        written = write_run_files(session, number=result.number, out_dir=tmp_path / "again")
+        session.commit()
+
+        rows = read_csv(next(path for path in written if path.name.endswith("-payments.csv")))
+        assert next(r for r in rows if r["payee_identifier"] == world.doctor.licence)["payee_iban"] == paid_into
 
 
 class TestLatePayments:
@@ -414,6 +487,19 @@ class TestCommandLine:
         assert (row["gross_tnd"], row["tax_withheld_tnd"], row["net_tnd"]) == ("13.000", "0.390", "12.610")
         missing = cli_runner.invoke(payments_cli, ["files", "PR-1999-01-0001"])
         assert missing.exit_code == 1 and "No payment run PR-1999-01-0001" in missing.output
+
+    def test_a_run_lists_the_providers_it_holds_back(self, cli_runner, committed, tmp_path):
+        with committed() as session:
+            _, licence = committed_sheets(session, 2)
+            session.execute(text("UPDATE professional SET iban = NULL WHERE licence = :licence"), {"licence": licence})
+            session.commit()
+
+        ran = cli_runner.invoke(payments_cli, ["run", "--period", PERIOD, "--out", str(tmp_path)])
+
+        assert ran.exit_code == 0, ran.output
+        assert "Held back: 1 providers have no bank account on record" in ran.output
+        assert f"professional {licence}" in ran.output and "2 sheets, 26.000 TND" in ran.output
+        assert "nothing to pay" in ran.output  # the only payee was held: no statement, no transfer
 
     def test_mistakes_exit_1_with_a_message(self, cli_runner, keys_dir, monkeypatch, tmp_path):
         monkeypatch.setenv("LABES_KEYS_DIR", str(keys_dir))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from datetime import date
 
+from schwifty import IBAN
 from sqlalchemy.orm import Session
 
 from labes.registry import providers, service
@@ -15,6 +16,7 @@ from labes.security.service import create_agent, login
 
 ACTOR = Actor("cli", "tests")
 _counter = itertools.count(1)
+_accounts = itertools.count(1)  # bank account numbers, apart so that licences and codes stay as they were
 
 
 def cin() -> str:
@@ -50,15 +52,21 @@ def dependant(session: Session, member_social_id: str, *, relationship: str = "c
     return service.add_dependant(session, actor=ACTOR, social_id=member_social_id, data=data, today=today or date.today())
 
 
+def iban(number: int | None = None) -> str:
+    """Return a valid Tunisian IBAN, a new one for each call (or the one of `number`)."""
+    number = next(_accounts) if number is None else number
+    return IBAN.generate("TN", bank_code="08", branch_code="001", account_code=f"{number:013d}").compact
+
+
 def facility(session: Session, **overrides):
-    values = {"code": f"FSFX{next(_counter):05d}", "kind": "primary_health_centre", "name_ar": "مركز الصحة الأساسية",
+    values = {"iban": iban(), "code": f"FSFX{next(_counter):05d}", "kind": "primary_health_centre", "name_ar": "مركز الصحة الأساسية",
               "name_lat": "Centre de santé de base Sfax", "governorate": "SFX", "sector": "public"}
     values.update(overrides)
     return providers.create_facility(session, actor=ACTOR, data=FacilityIn(**values))
 
 
 def professional(session: Session, **overrides):
-    values = {"licence": f"L{next(_counter):06d}", "kind": "general_practitioner", "family_doctor": True,
+    values = {"iban": iban(), "licence": f"L{next(_counter):06d}", "kind": "general_practitioner", "family_doctor": True,
               "name_ar": "د. سامي الطرابلسي", "name_lat": "Dr Sami Trabelsi", "governorate": "SFX", "sector": "private",
               "contract_status": "active", "tax_regime": "actual"}
     values.update(overrides)

@@ -67,6 +67,7 @@ class ProviderStatement(Base):
     payee_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     payee_name: Mapped[str] = mapped_column(String(200))
     payee_tax_id: Mapped[str | None] = mapped_column(String(20))
+    payee_iban: Mapped[str | None] = mapped_column(String(34))  # the account paid (a transfer); none: a postal order
     tax_regime: Mapped[str | None] = mapped_column(String(8))
     tax_rate_permille: Mapped[int] = mapped_column(Integer, default=0)
     care_sheets: Mapped[int] = mapped_column(Integer)

@@ -14,6 +14,11 @@ payee's tax regime in `ruleset(paid_on).tax_withheld_percent`:
 - an insured person: nothing — a reimbursement is not a fee.
 The tax is rounded half-up to the millime once per statement; net = gross − tax.
 
+Money goes by transfer into the payee's bank account on record (`iban` in the registry), which the statement
+keeps as paid. A professional or a facility with no account on record is held back: their sheets stay unpaid
+(they show as late once due) and are paid by the first run after the account is recorded; the run lists
+them. An insured person with no account is paid by postal order (mandat postal), cashed at any post office.
+
 Paying twice is impossible: a sheet is paid only while `statement_id` is empty, the rows are locked
 (`SELECT … FOR UPDATE SKIP LOCKED` on PostgreSQL; SQLite takes its single write lock at BEGIN) and the
 UPDATE checks the guard again. The payment file for the bank and the remittance advice for each payee
@@ -51,7 +56,8 @@ log = logging.getLogger("labes.claims.payments")
 PAYEE_KINDS = ("professional", "facility", "person")
 FACILITY_TAX_REGIME = "actual"  # (default) see the module docstring
 PAYMENT_FILE_COLUMNS = (
-    "statement", "payee_kind", "payee_identifier", "payee_name", "payee_tax_id", "bank_reference", "tax_regime",
+    "statement", "payee_kind", "payee_identifier", "payee_name", "payee_tax_id", "payee_iban", "payment_method",
+    "tax_regime",
     "tax_rate_percent", "care_sheets", "late_sheets", "gross_millimes", "tax_withheld_millimes", "net_millimes",
     "gross_tnd", "tax_withheld_tnd", "net_tnd",
 )
@@ -60,6 +66,8 @@ ADVICE_COLUMNS = ("care_sheet", "care_date", "kind", "patient_initials", "fund_m
 _PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 _CHUNK = 500  # ids per UPDATE … WHERE id IN (…): well under SQLite's and PostgreSQL's parameter limits
 _FILES_KEY = "labes_payment_files"
+TRANSFER, POSTAL_ORDER = "transfer", "postal-order"
+_HELD_NAMED = 100  # payees held back named in the run's audit event (the count is always there)
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,7 @@ class StatementSummary:
     payee_identifier: str  # licence, facility code, or the insured's social identifier
     payee_name: str
     payee_tax_id: str | None
+    payee_iban: str | None
     tax_regime: str | None
     tax_rate_percent: Decimal
     care_sheets: int
@@ -80,6 +89,21 @@ class StatementSummary:
     tax_withheld_millimes: int
     net_millimes: int
     advice_path: Path
+
+    @property
+    def payment_method(self) -> str:
+        return payment_method(self.payee_kind, self.payee_iban)
+
+
+@dataclass(frozen=True)
+class HeldPayee:
+    """A provider whose sheets the run could not pay: no bank account on record."""
+
+    payee_kind: str
+    payee_identifier: str
+    payee_name: str
+    care_sheets: int
+    gross_millimes: int
 
 
 @dataclass(frozen=True)
@@ -98,6 +122,7 @@ class PaymentRunResult:
     tax_withheld_millimes: int = 0
     net_millimes: int = 0
     advice_files: tuple[Path, ...] = field(default=())
+    held: tuple[HeldPayee, ...] = field(default=())  # not paid: no bank account on record
 
     @property
     def empty(self) -> bool:
@@ -128,6 +153,17 @@ class _Payee:
     tax_regime: str | None  # None: no tax (an insured person)
     address: str | None
     governorate: str | None
+    iban: str | None
+
+    def payable(self, kind: str) -> bool:
+        """Say whether the fund can pay this payee now: a provider needs a bank account; a person can take a postal order."""
+        return self.iban is not None or kind == "person"
+
+
+def payment_method(payee_kind: str, iban: str | None) -> str:
+    """Return how a statement is paid: a transfer into `iban`, else a postal order (an insured person; "" for a
+    provider paid before accounts were recorded)."""
+    return TRANSFER if iban else POSTAL_ORDER if payee_kind == "person" else ""
 
 
 def parse_period(period: str) -> tuple[date, date]:
@@ -181,6 +217,9 @@ def run_payments(session: Session, *, actor: Actor, period: str, paid_on: date, 
     for sheet in sheets:
         groups.setdefault((sheet.payee_kind, sheet.payee_id), []).append(sheet)
     payees = _payees(session, groups)
+    held = sorted((key for key in groups if not payees[key].payable(key[0])),
+                  key=lambda key: (PAYEE_KINDS.index(key[0]), payees[key].name, payees[key].identifier))
+    sheets_of = {key: groups.pop(key) for key in held}
 
     run_number = f"PR-{period}-{reserve(session, key=f'PR-{period}'):04d}"
     directory = Path(out_dir) / run_number
@@ -201,7 +240,8 @@ def run_payments(session: Session, *, actor: Actor, period: str, paid_on: date, 
         late = sum(1 for s in paid if s.payment_due_on is not None and s.payment_due_on < paid_on)
         statement = ProviderStatement(
             id=uuid.uuid4(), number=f"ST-{period}-{first + offset:07d}", run_id=run.id, payee_kind=key[0],
-            payee_id=key[1], payee_name=payee.name[:200], payee_tax_id=payee.tax_id, tax_regime=regime,
+            payee_id=key[1], payee_name=payee.name[:200], payee_tax_id=payee.tax_id, payee_iban=payee.iban,
+            tax_regime=regime,
             tax_rate_permille=_permille(percent), care_sheets=len(paid), gross_millimes=gross,
             tax_withheld_millimes=tax, net_millimes=gross - tax, paid_on=paid_on, late_sheets=late,
             details={"payee_identifier": payee.identifier, "address": payee.address,
@@ -214,12 +254,13 @@ def run_payments(session: Session, *, actor: Actor, period: str, paid_on: date, 
         audit.record(session, actor=actor, action="claims:payment:statement", entity_type="provider_statement",
                      entity_id=statement.number,
                      after={"run": run_number, "payee_kind": key[0], "payee": payee.identifier,
-                            "tax_regime": regime, "tax_rate_permille": statement.tax_rate_permille,
+                            "payment_method": payment_method(key[0], payee.iban), "tax_regime": regime, "tax_rate_permille": statement.tax_rate_permille,
                             "care_sheets": len(paid), "late_sheets": late, "gross": gross, "tax_withheld": tax,
                             "net": gross - tax, "paid_on": paid_on.isoformat()})
         summaries.append(StatementSummary(
             number=statement.number, payee_kind=key[0], payee_id=key[1], payee_identifier=payee.identifier,
-            payee_name=payee.name, payee_tax_id=payee.tax_id, tax_regime=regime, tax_rate_percent=percent,
+            payee_name=payee.name, payee_tax_id=payee.tax_id, payee_iban=payee.iban, tax_regime=regime,
+            tax_rate_percent=percent,
             care_sheets=len(paid), late_sheets=late, gross_millimes=gross, tax_withheld_millimes=tax,
             net_millimes=gross - tax, advice_path=directory / f"{statement.number}.csv"))
 
@@ -233,7 +274,11 @@ def run_payments(session: Session, *, actor: Actor, period: str, paid_on: date, 
     audit.record(session, actor=actor, action="claims:payment:run", entity_type="payment_run", entity_id=run_number,
                  after={"period": period, "paid_on": paid_on.isoformat(), "statements": run.statements,
                         "care_sheets": run.care_sheets, "late_sheets": late_total, "gross": run.gross_millimes,
-                        "tax_withheld": run.tax_withheld_millimes, "net": run.net_millimes})
+                        "tax_withheld": run.tax_withheld_millimes, "net": run.net_millimes,
+                        "held_for_bank_account": len(held),
+                        "held": [f"{kind} {payees[kind, pid].identifier}" for kind, pid in held[:_HELD_NAMED]]})
+    if held:
+        log.warning("payment run %s holds back %d providers with no bank account on record", run_number, len(held))
 
     files = run_files(session, run=run, out_dir=out_dir)
     _write_after_commit(session, files)
@@ -241,7 +286,9 @@ def run_payments(session: Session, *, actor: Actor, period: str, paid_on: date, 
         number=run_number, period=period, paid_on=paid_on, statements=tuple(summaries), directory=directory,
         payment_file=payment_file_path(out_dir, run_number), care_sheets=run.care_sheets, late_sheets=late_total,
         gross_millimes=run.gross_millimes, tax_withheld_millimes=run.tax_withheld_millimes,
-        net_millimes=run.net_millimes, advice_files=tuple(s.advice_path for s in summaries))
+        net_millimes=run.net_millimes, advice_files=tuple(s.advice_path for s in summaries),
+        held=tuple(HeldPayee(key[0], payees[key].identifier, payees[key].name, len(sheets_of[key]),
+                             sum(s.fund_millimes for s in sheets_of[key])) for key in held))
 
 
 def _payable(session: Session, cutoff: datetime) -> list[_Sheet]:
@@ -284,11 +331,11 @@ def _payees(session: Session, groups: dict[tuple[str, uuid.UUID], list[_Sheet]])
     for chunk in _in_chunks(wanted["professional"]):
         for p in session.scalars(select(Professional).where(Professional.id.in_(chunk))):
             found["professional", p.id] = _Payee(p.licence, p.name_lat, p.tax_id, p.tax_regime or "actual",
-                                                 p.address, p.governorate)
+                                                 p.address, p.governorate, p.iban)
     for chunk in _in_chunks(wanted["facility"]):
         for f in session.scalars(select(Facility).where(Facility.id.in_(chunk))):
             found["facility", f.id] = _Payee(f.code, f.name_lat, f.tax_id, FACILITY_TAX_REGIME, f.address,
-                                             f.governorate)
+                                             f.governorate, f.iban)
     for chunk in _in_chunks(wanted["person"]):
         rows = session.execute(select(Person, Member.social_id).outerjoin(Member, Member.person_id == Person.id)
                                .where(Person.id.in_(chunk)))
@@ -296,7 +343,7 @@ def _payees(session: Session, groups: dict[tuple[str, uuid.UUID], list[_Sheet]])
             # An Amen beneficiary has no member record of their own: their CIN identifies them.
             found["person", person.id] = _Payee(social_id or person.cin or str(person.id),
                                                 f"{person.first_name_lat} {person.last_name_lat}", None, None,
-                                                person.address, person.governorate)
+                                                person.address, person.governorate, person.iban)
     if missing := [key for key in groups if key not in found]:
         numbers = ", ".join(s.number for key in missing[:3] for s in groups[key][:3])
         raise Conflict(f"{len(missing)} payees of care sheets are not in the registry (e.g. sheets {numbers}); "
@@ -330,8 +377,7 @@ def run_files(session: Session, *, run: PaymentRun, out_dir: Path) -> Files:
     directory = Path(out_dir) / run.number
     files: Files = {payment_file_path(out_dir, run.number): (PAYMENT_FILE_COLUMNS, [
         [s.number, s.payee_kind, (s.details or {}).get("payee_identifier", ""), s.payee_name, s.payee_tax_id or "",
-         "",  # bank reference (RIB): the registry holds none yet, and the bank's transfer needs it
-         s.tax_regime or "", _percent(s.tax_rate_permille), s.care_sheets, s.late_sheets, s.gross_millimes,
+         s.payee_iban or "", payment_method(s.payee_kind, s.payee_iban), s.tax_regime or "", _percent(s.tax_rate_permille), s.care_sheets, s.late_sheets, s.gross_millimes,
          s.tax_withheld_millimes, s.net_millimes, tnd_amount(s.gross_millimes), tnd_amount(s.tax_withheld_millimes),
          tnd_amount(s.net_millimes)]
         for s in statements])}

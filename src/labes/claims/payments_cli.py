@@ -72,27 +72,45 @@ def run(period: Annotated[str, typer.Option(help="YYYY-MM: the month the care sh
         _fail(f"payment run {result.number} is committed, but its files could not be written in {out} (the log "
               f"says why); write them with `labes payments files {result.number} --out DIR`.")
     console = _console()
+    _show_held(console, result)
     if result.empty:
         console.print(f"Run {result.number}: nothing to pay for {result.period} on {day.isoformat()} — no accepted care "
                       "sheet of the period (or unpaid from before it) is waiting. No statement; the payment file has no row.")
         console.print(f"payment file: {result.payment_file}")
         return
     table = Table(title=f"Payment run {result.number} — period {result.period}, paid on {day.isoformat()}")
-    for column in ("statement", "payee", "identifier", "kind", "sheets", "late", "gross", "rate", "withheld", "net"):
+    for column in ("statement", "payee", "identifier", "kind", "paid by", "sheets", "late", "gross", "rate", "withheld",
+                   "net"):
         table.add_column(column, justify="right" if column in ("sheets", "late", "gross", "rate", "withheld", "net")
                          else "left")
     for s in result.statements[:SHOWN]:
-        table.add_row(s.number, s.payee_name, s.payee_identifier, s.payee_kind, str(s.care_sheets), str(s.late_sheets),
-                      tnd(s.gross_millimes), f"{s.tax_rate_percent}%", tnd(s.tax_withheld_millimes),
+        table.add_row(s.number, s.payee_name, s.payee_identifier, s.payee_kind, s.payment_method, str(s.care_sheets),
+                      str(s.late_sheets), tnd(s.gross_millimes), f"{s.tax_rate_percent}%", tnd(s.tax_withheld_millimes),
                       tnd(s.net_millimes))
     if len(result.statements) > SHOWN:
-        table.add_row("…", f"and {len(result.statements) - SHOWN} more payees: see the payment file", *[""] * 8)
-    table.add_row("TOTAL", f"{len(result.statements)} payees", "", "", str(result.care_sheets),
+        table.add_row("…", f"and {len(result.statements) - SHOWN} more payees: see the payment file", *[""] * 9)
+    table.add_row("TOTAL", f"{len(result.statements)} payees", "", "", "", str(result.care_sheets),
                   str(result.late_sheets), tnd(result.gross_millimes), "", tnd(result.tax_withheld_millimes),
                   tnd(result.net_millimes), style="bold")
     console.print(table)
     console.print(f"payment file: {result.payment_file}")
     console.print(f"remittance advice: {len(result.advice_files)} files in {result.directory}")
+
+
+def _show_held(console, result) -> None:
+    """List the providers the run could not pay (no bank account on record): their sheets wait for the next run."""
+    from labes.claims.decision import tnd
+
+    if not result.held:
+        return
+    console.print(f"[bold yellow]Held back: {len(result.held)} providers have no bank account on record[/]; their "
+                  f"{sum(h.care_sheets for h in result.held)} care sheets stay unpaid until it is recorded "
+                  "(PATCH the facility or professional with its `iban`, or import it), then a later run pays them.")
+    for h in result.held[:SHOWN]:
+        console.print(f"  {h.payee_kind} {h.payee_identifier} {h.payee_name}: {h.care_sheets} sheets, "
+                      f"{tnd(h.gross_millimes)}")
+    if len(result.held) > SHOWN:
+        console.print(f"  … and {len(result.held) - SHOWN} more (the run's audit event lists them)")
 
 
 @app.command()

@@ -156,6 +156,7 @@ class BulkImport(ABC):
 
     kind = ""
     columns: tuple[str, ...] = ()
+    optional_columns: tuple[str, ...] = ()  # a file may leave these out: what it does not carry is left as it is
     tables: tuple[type[Base], ...] = ()  # in foreign-key order
     boundary: tuple[str, str] | None = None  # (column, value): a chunk may start only at such a record
 
@@ -239,7 +240,7 @@ class BulkImport(ABC):
         return rows
 
     def _check_header(self, path: Path, header: list[str]) -> None:
-        unknown = [c for c in header if c not in self.columns]
+        unknown = [c for c in header if c not in self.columns and c not in self.optional_columns]
         missing = [c for c in self.columns if c not in header]
         if unknown or missing:
             parts = []

@@ -19,10 +19,14 @@ from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
+from schwifty import IBAN
+
 from labes.registry.identifiers import make_social_id
 from labes.rules import load_reference
 
 REFERENCE_DATE = date(2026, 1, 1)
+# Codes of Tunisian banks in the RIB (ATB, BNA, Attijari, BT, Amen Bank, BIAT, STB, UBCI, UIB, BH, the postal bank).
+BANKS = ("01", "03", "04", "05", "07", "08", "10", "11", "12", "14", "17")
 
 # The columns in the order of docs/csv-formats.md.
 MEMBER_COLUMNS = tuple(
@@ -31,7 +35,7 @@ MEMBER_COLUMNS = tuple(
     "care_scheme scheme_since family_doctor chronic student_until disabled evidence amen".split())
 PROVIDER_COLUMNS = tuple(
     "record_type code licence kind specialty family_doctor cin name_ar name_lat governorate delegation address sector "
-    "facilities contract_number contract_start contract_end contract_status tax_id tax_regime".split())
+    "facilities contract_number contract_start contract_end contract_status tax_id tax_regime iban".split())
 
 # Relative share of Amen households (deprivation, roughly the 2015 poverty map): more in the centre-west.
 AMEN_WEIGHT = {"TUN": 5, "ARI": 5, "BEN": 4, "MAN": 13, "NAB": 9, "ZAG": 27, "BIZ": 13, "BEJ": 32, "JEN": 22,
@@ -195,6 +199,14 @@ class _Context:
         rnd = self.rng.random
         return f"{int(rnd() * 239) + 1} {STREETS[int(rnd() * len(STREETS))]}"
 
+    def iban(self) -> str:
+        """Return a bank account for a provider the fund pays, or "" for one in fifty (none on record yet)."""
+        rng = self.rng
+        if rng.random() < 0.02:
+            return ""
+        return IBAN.generate("TN", bank_code=rng.choice(BANKS), branch_code=f"{rng.randrange(1, 1000):03d}",
+                             account_code=f"{rng.randrange(10**13):013d}").compact
+
     def tax_id(self, category: str) -> str:
         """Return a unique matricule fiscal such as `1234567A/A/M/000` (M: company, N: liberal profession)."""
         self.tax_count += 1
@@ -230,7 +242,7 @@ def _write_providers(path: Path, ctx: _Context, members: int, cin: _Permutation)
         code = f"F{govs[g]['code']}{seq[g]:05d}"
         rows[code] = ["facility", code, "", kind, "", "", "", name_ar, name_lat, govs[g]["code"],
                       delegation or rng.choice(ctx.delegations[g]), ctx.address(), "public" if public else "private",
-                      "", *contract(public), "" if public else ctx.tax_id("M"), ""]
+                      "", *contract(public), "" if public else ctx.tax_id("M"), "", ctx.iban()]
         by_kind.setdefault((kind, g), []).append(code)
         by_kind.setdefault(kind, []).append(code)
         return code
@@ -307,7 +319,8 @@ def _write_providers(path: Path, ctx: _Context, members: int, cin: _Permutation)
                 "professional", "", licence, kind, specialty() if kind == "specialist" else "", str(int(family_doctor)),
                 cin(10**8 - 1 - len(professionals)), name_ar, name, govs[g]["code"], *where,
                 "public" if public else "private", ";".join(dict.fromkeys(places)), *deal,
-                "" if public else ctx.tax_id("N"), "actual" if rng.random() < 0.8 else "flat"])
+                "" if public else ctx.tax_id("N"), "actual" if rng.random() < 0.8 else "flat",
+                "" if public else ctx.iban()])
     with path.open("w", encoding="utf-8", newline="") as out:
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(PROVIDER_COLUMNS)

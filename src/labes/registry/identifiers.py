@@ -1,10 +1,13 @@
-"""National identifiers: the CIN (carte d'identité nationale) and the social identifier.
+"""National identifiers: the CIN (carte d'identité nationale), the social identifier and bank accounts.
 
 Pure functions, no I/O. Input may use Arabic-Indic digits (٠١٢٣٤٥٦٧٨٩) or Eastern Arabic-Indic
 digits (۰۱۲۳…); stored values are always ASCII.
 """
 
 from __future__ import annotations
+
+from schwifty import IBAN
+from schwifty.exceptions import SchwiftyException
 
 _DIGIT_MAP = {ord(c): str(i) for i, c in enumerate("٠١٢٣٤٥٦٧٨٩")}
 _DIGIT_MAP.update({ord(c): str(i) for i, c in enumerate("۰۱۲۳۴۵۶۷۸۹")})
@@ -49,3 +52,36 @@ def normalize_social_id(text: str) -> str:
             f"The social identifier {value} has wrong check digits (the last two); check it was copied correctly."
         )
     return value
+
+
+def normalize_iban(text: str) -> str:
+    """Return the Tunisian bank account `text` as a compact IBAN (`TN59…`, 24 characters), or raise IdentifierError.
+
+    Accepted as people write them: the IBAN, with or without spaces, or the 20-digit RIB (relevé d'identité
+    bancaire: bank, branch, account, key) that Tunisian banks print; both checked, the IBAN's check digits
+    (ISO 13616) and the RIB's own key (schwifty, `validate_bban`). The fund pays in dinars to Tunisian
+    banks and the postal bank only, so another country's IBAN is refused.
+    """
+    value = ascii_digits(text).replace(" ", "").replace("-", "").upper()
+    if not value.startswith("TN") and not (len(value) == 20 and value.isdigit()):
+        raise IdentifierError(f"The fund pays to Tunisian accounts only: give a TN IBAN or a 20-digit RIB; got {text!r}.")
+    try:
+        iban = IBAN(value, validate_bban=True) if value.startswith("TN") else IBAN.from_bban("TN", value)
+        if not value.startswith("TN"):
+            iban.validate(validate_bban=True)  # a RIB: its key checked as an IBAN's would be
+        return iban.compact
+    except SchwiftyException as exc:
+        raise IdentifierError(f"{text!r} is not a valid Tunisian bank account ({_reason(exc)}); "
+                              "check it against the bank's RIB.") from None
+
+
+def _reason(exc: SchwiftyException) -> str:
+    return {"InvalidLength": "an IBAN has 24 characters, a RIB 20 digits",
+            "InvalidChecksumDigits": "its IBAN check digits are wrong",
+            "InvalidBBANChecksum": "its RIB key, the last two digits, is wrong",
+            "InvalidStructure": "an IBAN is TN, two check digits and the 20 digits of the RIB"}.get(type(exc).__name__, str(exc))
+
+
+def masked_iban(iban: str) -> str:
+    """Return `iban` with its account number hidden but its last four characters, for pages and receipts."""
+    return f"{iban[:4]} •••• {iban[-4:]}"

@@ -30,6 +30,8 @@ PROVIDER_COLUMNS = (
     "delegation", "address", "sector", "facilities", "contract_number", "contract_start", "contract_end",
     "contract_status", "tax_id", "tax_regime",
 )
+# Columns a feed may carry or leave out (older feeds have none): a file without one leaves the stored value alone.
+BANK_COLUMNS = ("iban",)
 
 
 def _iso(value: date | None) -> str | None:
@@ -57,6 +59,17 @@ def _governorate(row: dict[str, str], default: str | None = None) -> str:
     return value
 
 
+def _bank_account(row: dict[str, str], values: dict[str, Any]) -> None:
+    """Put the row's bank account into `values` if the file has the column (a blank cell: none on record)."""
+    if "iban" not in row:
+        return
+    value = row["iban"].strip()
+    try:
+        values["iban"] = identifiers.normalize_iban(value) if value else None
+    except identifiers.IdentifierError as exc:
+        raise RowError("iban", str(exc)) from None
+
+
 def _phone(row: dict[str, str]) -> str | None:
     value = identifiers.ascii_digits(row.get("phone", "")).replace(" ", "")
     if not value:
@@ -71,6 +84,7 @@ class MembersImport(BulkImport):
 
     kind = "members"
     columns = MEMBER_COLUMNS
+    optional_columns = BANK_COLUMNS
     tables = (Person, Member, CoveragePeriod, Dependant, ChronicCondition, AmenHousehold, AmenMember)
     boundary = ("record_type", "member")  # a family's dependants follow its member, in the same chunk
 
@@ -96,6 +110,7 @@ class MembersImport(BulkImport):
             "delegation": optional(row, "delegation", max_length=80),
             "address": optional(row, "address"),
         }
+        _bank_account(row, values)
         values.update(person_search_keys(values))
         return values
 
@@ -253,6 +268,7 @@ class ProvidersImport(BulkImport):
 
     kind = "providers"
     columns = PROVIDER_COLUMNS
+    optional_columns = BANK_COLUMNS
     tables = (Facility, Professional, Practice)
 
     def _contract(self, row: dict[str, str]) -> dict[str, Any]:
@@ -273,6 +289,7 @@ class ProvidersImport(BulkImport):
                   "governorate": _governorate(row), "delegation": optional(row, "delegation", max_length=80),
                   "address": optional(row, "address"), "sector": choice(row, "sector", ("public", "private")),
                   **self._contract(row)}
+        _bank_account(row, common)
         common["search_lat"] = fold_latin(common["name_lat"])
         if record_type == "facility":
             code = required(row, "code", max_length=16)

@@ -60,6 +60,7 @@ class Person(Base):
     delegation: Mapped[str | None] = mapped_column(String(80))
     address: Mapped[str | None] = mapped_column(String(200))
     death_date: Mapped[date | None] = mapped_column(Date)
+    iban: Mapped[str | None] = mapped_column(String(34))  # where the fund pays their reimbursements (identifiers.normalize_iban)
     search_lat: Mapped[str] = mapped_column(SearchKey)
     search_ar: Mapped[str] = mapped_column(SearchKey)
 
@@ -153,7 +154,7 @@ class AmenMember(Base):
 
 
 class ProviderDetails:
-    """Where a provider is, its sector, its contract with the fund and its tax ID (facilities and professionals)."""
+    """Where a provider is, its sector, its contract with the fund, its tax ID and bank account (facilities and professionals)."""
 
     governorate: Mapped[str] = mapped_column(String(3), index=True)
     delegation: Mapped[str | None] = mapped_column(String(80))
@@ -164,6 +165,7 @@ class ProviderDetails:
     contract_end: Mapped[date | None] = mapped_column(Date)
     contract_status: Mapped[str | None] = mapped_column(String(10))
     tax_id: Mapped[str | None] = mapped_column(String(20))
+    iban: Mapped[str | None] = mapped_column(String(34))  # where the fund pays it (identifiers.normalize_iban)
 
 
 class Facility(ProviderDetails, Base):

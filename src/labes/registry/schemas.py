@@ -31,6 +31,13 @@ def _social_id(value: str) -> str:
         raise ValueError(str(exc)) from None
 
 
+def _iban(value: str) -> str:
+    try:
+        return identifiers.normalize_iban(value)
+    except identifiers.IdentifierError as exc:
+        raise ValueError(str(exc)) from None
+
+
 def _governorate(value: str) -> str:
     value = value.upper()
     if value not in governorate_codes():
@@ -75,6 +82,9 @@ Cin = Annotated[str, AfterValidator(_cin)]
 SocialId = Annotated[str, AfterValidator(_social_id)]
 Governorate = Annotated[str, AfterValidator(_governorate)]
 Phone = Annotated[str, AfterValidator(_phone)]
+Iban = Annotated[str, AfterValidator(_iban), Field(
+    description="Bank account the fund pays into: a Tunisian IBAN (TN59 1000 6035 1835 9847 8831) or the 20-digit "
+                "RIB; stored as the compact IBAN", examples=["TN5910006035183598478831"])]
 Name = Annotated[str, Field(min_length=1, max_length=80)]
 Regime = Annotated[str, one_of(REGIMES, "regime")]
 MemberStatus = Annotated[str, one_of(MEMBER_STATUSES, "status")]
@@ -101,6 +111,7 @@ class PersonIn(Schema):
     governorate: Governorate
     delegation: str | None = Field(default=None, max_length=80)
     address: str | None = Field(default=None, max_length=200)
+    iban: Iban | None = None
 
     @model_validator(mode="after")
     def _not_born_in_future(self) -> "PersonIn":
@@ -123,6 +134,7 @@ class PersonUpdate(Schema):
     delegation: str | None = Field(default=None, max_length=80)
     address: str | None = Field(default=None, max_length=200)
     death_date: date | None = None
+    iban: Iban | None = Field(default=None, description="null removes it: reimbursements then go by postal order")
 
     _required = refuse_null("first_name_ar", "last_name_ar", "first_name_lat", "last_name_lat", "birth_date", "sex",
                             "language", "governorate")
@@ -144,6 +156,7 @@ class PersonRead(Schema):
     delegation: str | None
     address: str | None
     death_date: date | None
+    iban: str | None = None
 
 
 class Rights(Schema):
@@ -358,6 +371,7 @@ class FacilityIn(Contract):
     address: str | None = Field(default=None, max_length=200)
     sector: Sector
     tax_id: str | None = Field(default=None, max_length=20)
+    iban: Iban | None = None
 
 
 class FacilityUpdate(Contract):
@@ -366,6 +380,7 @@ class FacilityUpdate(Contract):
     delegation: str | None = Field(default=None, max_length=80)
     address: str | None = Field(default=None, max_length=200)
     tax_id: str | None = Field(default=None, max_length=20)
+    iban: Iban | None = None
 
     _required = refuse_null("name_ar", "name_lat")
 
@@ -388,6 +403,7 @@ class ProfessionalIn(Contract):
     address: str | None = Field(default=None, max_length=200)
     sector: Sector
     tax_id: str | None = Field(default=None, max_length=20)
+    iban: Iban | None = None
     tax_regime: TaxRegime | None = None
 
     @model_validator(mode="after")
@@ -406,6 +422,7 @@ class ProfessionalUpdate(Contract):
     delegation: str | None = Field(default=None, max_length=80)
     address: str | None = Field(default=None, max_length=200)
     tax_id: str | None = Field(default=None, max_length=20)
+    iban: Iban | None = None
     tax_regime: TaxRegime | None = None
 
     _required = refuse_null("family_doctor", "name_ar", "name_lat")
