@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from labes.registry.generate import REFERENCE_DATE, generate
-from labes.registry.identifiers import normalize_cin, normalize_social_id
+from labes.registry.importer import BANK_COLUMNS
+from labes.registry.identifiers import normalize_cin, normalize_iban, normalize_social_id
 from labes.rules import chronic_disease_codes, governorate_codes
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "csv-formats.md"
@@ -82,9 +83,10 @@ class TestDeterminism:
 class TestFormat:
     def test_headers_are_the_documented_columns_in_order(self, population):
         result, _, _ = population
-        assert read(result.members_path)[0] == documented_columns("members.csv")
+        # The synthetic members have no bank account: their file leaves the optional column out, as an older feed does.
+        assert read(result.members_path)[0] == [c for c in documented_columns("members.csv") if c not in BANK_COLUMNS]
         assert read(result.providers_path)[0] == documented_columns("providers.csv")
-        assert len(documented_columns("members.csv")) == 29 and len(documented_columns("providers.csv")) == 20
+        assert len(documented_columns("members.csv")) == 30 and len(documented_columns("providers.csv")) == 21
 
     def test_counts_match_the_files(self, population):
         result, members, providers = population
@@ -155,6 +157,27 @@ class TestIdentifiers:
         assert len(codes) == len(set(codes)) and all(re.fullmatch(r"F[A-Z]{3}\d{5}", c) for c in codes)
         assert len(licences) == len(set(licences))
 
+
+    def test_provider_accounts_are_valid_tunisian_ibans_and_unique(self, population):
+        result, _, providers = population
+        assert "iban" in read(result.providers_path)[0]
+        accounts = [row["iban"] for row in providers if row["iban"]]
+        assert accounts
+        assert all(normalize_iban(iban) == iban and iban.startswith("TN") for iban in accounts)
+        assert len(accounts) == len(set(accounts))
+
+    def test_public_professionals_have_no_account_the_fund_pays_the_others(self, population):
+        _, _, providers = population
+        public = [row for row in providers if row["record_type"] == "professional" and row["sector"] == "public"]
+        payable = [row for row in providers if row not in public]
+        assert public and all(row["iban"] == "" for row in public)
+        assert sum(row["iban"] != "" for row in payable) >= 0.9 * len(payable)
+
+    def test_a_few_payable_providers_have_no_account_yet(self, tmp_path):
+        _, providers = read(generate(tmp_path, members=50_000, seed=8).providers_path)
+        payable = [row for row in providers if row["record_type"] == "facility" or row["sector"] == "private"]
+        missing = sum(row["iban"] == "" for row in payable)
+        assert 0 < missing <= 0.05 * len(payable)  # one in fifty
 
 class TestFamilies:
     def test_every_dependant_follows_its_member(self, population):

@@ -21,6 +21,8 @@ from labes.security.models import AuditEvent
 ACTOR = Actor("cli", "tests")
 SID1 = make_social_id("010000001")
 SID2 = make_social_id("010000002")
+IBAN = "TN5910006035183598478831"  # its RIB: 10006035183598478831
+IBAN2 = "TN5908001000000000000795"  # its RIB: 08001000000000000795
 
 
 def member_row(social_id: str, cin: str, **overrides) -> dict[str, str]:
@@ -63,6 +65,16 @@ def write(path: Path, columns, rows) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     return path
+
+
+def with_iban(rows: list[dict[str, str]], *ibans: str) -> list[dict[str, str]]:
+    """Return `rows` with an `iban` cell each, in order."""
+    return [row | {"iban": iban} for row, iban in zip(rows, ibans, strict=True)]
+
+
+def ibans(factory, model, key) -> dict[str, str | None]:
+    with factory() as session:
+        return dict(session.execute(select(key, model.iban)).all())
 
 
 def count(factory, model) -> int:
@@ -306,6 +318,35 @@ class TestMembersImport:
         with committed() as session:
             assert sorted((str(p.id), p.governorate) for p in session.scalars(select(Person))) == state
 
+    def test_an_iban_column_sets_each_persons_account_and_a_bad_one_rejects_its_row(self, committed, tmp_path):
+        rows = with_iban([member_row(SID1, "08123456"), dependant_row(SID1, "spouse", 1, cin="08123457"),
+                          member_row(SID2, "09000001"), member_row(make_social_id("010000003"), "07000003")],
+                         "1000 6035 1835 9847 8831", "", IBAN2, "FR7630006000011234567890189")
+        path = write(tmp_path / "members.csv", (*MEMBER_COLUMNS, "iban"), rows)
+
+        result = load(committed, tmp_path, path)
+
+        assert (result.loaded, result.rejected) == (3, 1)
+        (error,) = errors_of(result.errors_path)
+        assert (error["row"], error["field"]) == ("5", "iban")
+        assert "Tunisian accounts only" in error["reason"]
+        assert ibans(committed, Person, Person.cin) == {"08123456": IBAN, "08123457": None, "09000001": IBAN2}
+
+    def test_a_feed_without_the_iban_column_keeps_the_accounts_and_an_empty_cell_removes_one(self, committed, tmp_path):
+        rows = [member_row(SID1, "08123456"), member_row(SID2, "09000001")]
+        load(committed, tmp_path, write(tmp_path / "a.csv", (*MEMBER_COLUMNS, "iban"), with_iban(rows, IBAN, IBAN2)))
+
+        older = [member_row(SID1, "08123456", phone="+21655000111"), member_row(SID2, "09000001")]
+        result = MembersImport(committed, actor=ACTOR).run(write(tmp_path / "b.csv", MEMBER_COLUMNS, older))
+        assert (result.loaded, result.rejected) == (2, 0)
+        assert ibans(committed, Person, Person.cin) == {"08123456": IBAN, "09000001": IBAN2}
+        with committed() as session:  # the rows were written all the same
+            assert session.scalar(select(Person.phone).where(Person.cin == "08123456")) == "+21655000111"
+
+        MembersImport(committed, actor=ACTOR).run(write(tmp_path / "c.csv", (*MEMBER_COLUMNS, "iban"),
+                                                        with_iban(rows, "", IBAN2)))
+        assert ibans(committed, Person, Person.cin) == {"08123456": None, "09000001": IBAN2}
+
     def test_the_run_is_audited_with_the_file_hash(self, committed, tmp_path, family_file):
         result = load(committed, tmp_path, family_file)
         with committed() as session:
@@ -338,3 +379,58 @@ class TestProvidersImport:
         assert (result.loaded, result.rejected) == (1, 1)
         assert errors_of(result.errors_path)[0]["field"] == field
         assert count(committed, Professional) == 0
+
+
+    def test_an_iban_column_stores_the_compact_iban_a_rib_turned_into_its_iban(self, committed, tmp_path):
+        rows = with_iban(provider_rows(), "TN59 1000 6035 1835 9847 8831", "08001000000000000795")
+
+        result = ProvidersImport(committed, actor=ACTOR).run(write(tmp_path / "p.csv", (*PROVIDER_COLUMNS, "iban"), rows))
+
+        assert (result.loaded, result.rejected) == (2, 0)
+        assert ibans(committed, Facility, Facility.code) == {"FKAS00001": IBAN}
+        assert ibans(committed, Professional, Professional.licence) == {"L000001": IBAN2}
+
+    @pytest.mark.parametrize(("bad", "hint"), [
+        ("TN5910006035183598478832", "check digits"),
+        ("10006035183598478832", "RIB key"),
+        ("FR7630006000011234567890189", "Tunisian accounts only"),
+        ("TN59", "not a valid Tunisian bank account"),
+    ], ids=["iban-check-digits", "rib-key", "foreign", "truncated"])
+    def test_an_invalid_iban_rejects_its_row_and_the_others_load(self, committed, tmp_path, bad, hint):
+        facility, doctor = provider_rows()
+        other = doctor | {"licence": "L000002", "name_lat": "Dr Amira Ayari", "contract_number": "C1002"}
+        rows = with_iban([facility, doctor, other], IBAN, bad, IBAN2)
+
+        result = ProvidersImport(committed, actor=ACTOR).run(write(tmp_path / "p.csv", (*PROVIDER_COLUMNS, "iban"), rows))
+
+        assert (result.loaded, result.rejected) == (2, 1)
+        (error,) = errors_of(result.errors_path)
+        assert (error["row"], error["field"]) == ("3", "iban")
+        assert hint in error["reason"]
+        assert ibans(committed, Facility, Facility.code) == {"FKAS00001": IBAN}
+        assert ibans(committed, Professional, Professional.licence) == {"L000002": IBAN2}
+
+    def test_a_later_file_without_the_iban_column_keeps_the_accounts(self, committed, tmp_path):
+        ProvidersImport(committed, actor=ACTOR).run(
+            write(tmp_path / "a.csv", (*PROVIDER_COLUMNS, "iban"), with_iban(provider_rows(), IBAN, IBAN2)))
+        facility, doctor = provider_rows()
+        doctor["contract_status"] = "suspended"
+
+        result = ProvidersImport(committed, actor=ACTOR).run(write(tmp_path / "b.csv", PROVIDER_COLUMNS, [facility, doctor]))
+
+        assert (result.loaded, result.rejected) == (2, 0)
+        assert ibans(committed, Facility, Facility.code) == {"FKAS00001": IBAN}
+        assert ibans(committed, Professional, Professional.licence) == {"L000001": IBAN2}
+        with committed() as session:  # the row was written all the same
+            assert session.scalar(select(Professional.contract_status)) == "suspended"
+
+    def test_an_empty_iban_cell_removes_the_account(self, committed, tmp_path):
+        ProvidersImport(committed, actor=ACTOR).run(
+            write(tmp_path / "a.csv", (*PROVIDER_COLUMNS, "iban"), with_iban(provider_rows(), IBAN, IBAN2)))
+
+        result = ProvidersImport(committed, actor=ACTOR).run(
+            write(tmp_path / "b.csv", (*PROVIDER_COLUMNS, "iban"), with_iban(provider_rows(), IBAN, " ")))
+
+        assert (result.loaded, result.rejected) == (2, 0)
+        assert ibans(committed, Facility, Facility.code) == {"FKAS00001": IBAN}
+        assert ibans(committed, Professional, Professional.licence) == {"L000001": None}

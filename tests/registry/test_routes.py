@@ -10,11 +10,13 @@ from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from labes.registry.models import Dependant, Person
+from labes.registry.models import Dependant, Facility, Person, Professional
 from labes.security import service as security_service
 from labes.security.models import AuditEvent
 from tests import factories
 
+IBAN = "TN5910006035183598478831"
+RIB = "10006035183598478831"
 ARABIC_INDIC = str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")
 EASTERN_ARABIC_INDIC = str.maketrans("0123456789", "۰۱۲۳۴۵۶۷۸۹")
 
@@ -582,7 +584,7 @@ class TestProfessionals:
                                json={"family_doctor": False, "contract_status": "suspended"}, headers=clerk)
 
         assert read.json() | {"id": None} == body | {"id": None, "specialty": None, "cin": None, "delegation": None,
-                                                     "address": None, "tax_id": None, "contract_number": None,
+                                                     "address": None, "tax_id": None, "iban": None, "contract_number": None,
                                                      "contract_start": None, "contract_end": None,
                                                      "contract_status": None, "facilities": []}
         assert [p["licence"] for p in found.json()["items"]] == [body["licence"]]
@@ -624,6 +626,112 @@ class TestProfessionals:
         problem(again, 409, "conflict")
         problem(unknown, 404, "not-found")
         assert client.get(f"/api/v1/professionals/{doctor['licence']}", headers=clerk).json()["facilities"] == [facility["code"]]
+
+
+class TestBankAccounts:
+    BAD = (("TN5910006035183598478832", "IBAN check digits"), ("10006035183598478832", "RIB key"),
+           ("FR7630006000011234567890189", "Tunisian accounts only"))
+
+    @staticmethod
+    def update_event(session, action: str, entity_id: str) -> AuditEvent:
+        return session.scalars(select(AuditEvent).where(AuditEvent.action == action, AuditEvent.entity_id == entity_id)
+                               .order_by(AuditEvent.id.desc())).first()
+
+    def test_a_professionals_account_is_stored_compact_returned_and_audited(self, client, session, clerk):
+        body = professional_json()
+        client.post("/api/v1/professionals", json=body, headers=clerk)
+
+        response = client.patch(f"/api/v1/professionals/{body['licence']}", json={"iban": "TN59 1000 6035 1835 9847 8831"},
+                                headers=clerk)
+
+        assert response.status_code == 200, response.text
+        assert response.json()["iban"] == IBAN
+        assert session.scalar(select(Professional.iban).where(Professional.licence == body["licence"])) == IBAN
+        assert client.get(f"/api/v1/professionals/{body['licence']}", headers=clerk).json()["iban"] == IBAN
+        event = self.update_event(session, "registry:professional:update", body["licence"])
+        assert (event.before["iban"], event.after["iban"]) == (None, IBAN)
+
+    def test_a_facilitys_rib_is_stored_as_its_iban_and_audited(self, client, session, clerk):
+        body = facility_json(kind="private_clinic", sector="private")
+        client.post("/api/v1/facilities", json=body, headers=clerk)
+
+        response = client.patch(f"/api/v1/facilities/{body['code']}", json={"iban": RIB.translate(ARABIC_INDIC)},
+                                headers=clerk)
+
+        assert response.status_code == 200, response.text
+        assert response.json()["iban"] == IBAN
+        assert session.scalar(select(Facility.iban).where(Facility.code == body["code"])) == IBAN
+        event = self.update_event(session, "registry:facility:update", body["code"])
+        assert (event.before["iban"], event.after["iban"]) == (None, IBAN)
+
+    def test_providers_are_registered_with_their_account(self, client, session, clerk):
+        doctor, facility = professional_json(iban=RIB), facility_json(iban="tn59 1000 6035 1835 9847 8831")
+
+        created = [client.post("/api/v1/professionals", json=doctor, headers=clerk),
+                   client.post("/api/v1/facilities", json=facility, headers=clerk)]
+
+        assert [r.status_code for r in created] == [201, 201], [r.text for r in created]
+        assert [r.json()["iban"] for r in created] == [IBAN, IBAN]
+        assert session.scalar(select(Professional.iban).where(Professional.licence == doctor["licence"])) == IBAN
+        assert session.scalar(select(Facility.iban).where(Facility.code == facility["code"])) == IBAN
+
+    @pytest.mark.parametrize(("bad", "hint"), BAD, ids=["iban-check-digits", "rib-key", "foreign"])
+    def test_an_invalid_account_is_refused_and_the_one_on_record_stays(self, client, session, clerk, bad, hint):
+        doctor, facility = factories.professional(session), factories.facility(session)
+        session.commit()
+        before = audit_count(session)
+
+        for path in (f"/api/v1/professionals/{doctor.licence}", f"/api/v1/facilities/{facility.code}"):
+            response = client.patch(path, json={"iban": bad, "address": "12 Rue de Rome"}, headers=clerk)
+
+            error = problem(response, 422, "malformed-request")["errors"][0]
+            assert error["field"] == "iban"
+            assert hint in error["message"]
+        assert session.scalar(select(Professional.iban).where(Professional.licence == doctor.licence)) == doctor.iban
+        assert session.scalar(select(Facility.iban).where(Facility.code == facility.code)) == facility.iban
+        assert session.scalar(select(Facility.address).where(Facility.code == facility.code)) is None
+        assert audit_count(session) == before
+
+    def test_a_persons_account_is_set_then_removed_with_null(self, client, session, clerk, member):
+        url = f"/api/v1/persons/{member.person_id}"
+
+        set_ = client.patch(url, json={"iban": "TN59 1000 6035 1835 9847 8831"}, headers=clerk)
+        stored = session.scalar(select(Person.iban).where(Person.id == member.person_id))
+        removed = client.patch(url, json={"iban": None}, headers=clerk)
+
+        assert set_.status_code == 200, set_.text
+        assert set_.json()["iban"] == stored == IBAN
+        assert removed.status_code == 200, removed.text
+        assert removed.json()["iban"] is None
+        assert session.scalar(select(Person.iban).where(Person.id == member.person_id)) is None
+        assert client.get(url, headers=clerk).json()["iban"] is None
+        events = session.scalars(select(AuditEvent).where(AuditEvent.action == "registry:person:update",
+                                                          AuditEvent.entity_id == str(member.person_id))
+                                 .order_by(AuditEvent.id)).all()
+        assert [(e.before["iban"], e.after["iban"]) for e in events] == [(None, IBAN), (IBAN, None)]
+
+    def test_a_person_update_without_iban_keeps_the_account(self, client, session, clerk, member):
+        url = f"/api/v1/persons/{member.person_id}"
+        client.patch(url, json={"iban": RIB}, headers=clerk)
+
+        response = client.patch(url, json={"address": "3 Rue de Carthage"}, headers=clerk)
+
+        assert response.status_code == 200, response.text
+        assert response.json()["iban"] == IBAN
+        assert session.scalar(select(Person.iban).where(Person.id == member.person_id)) == IBAN
+
+    @pytest.mark.parametrize(("bad", "hint"), BAD, ids=["iban-check-digits", "rib-key", "foreign"])
+    def test_an_invalid_person_account_is_refused_and_nothing_changes(self, client, session, clerk, member, bad, hint):
+        url = f"/api/v1/persons/{member.person_id}"
+        client.patch(url, json={"iban": IBAN}, headers=clerk)
+        before = audit_count(session)
+
+        response = client.patch(url, json={"iban": bad}, headers=clerk)
+
+        error = problem(response, 422, "malformed-request")["errors"][0]
+        assert error["field"] == "iban" and hint in error["message"]
+        assert session.scalar(select(Person.iban).where(Person.id == member.person_id)) == IBAN
+        assert audit_count(session) == before
 
 
 # ---------------------------------------------------------------- the HTTP envelope

@@ -8,7 +8,8 @@ import pytest
 
 from labes.registry import rules
 from labes.registry.identifiers import (
-    IdentifierError, make_social_id, normalize_cin, normalize_social_id, social_id_check_digits,
+    IdentifierError, make_social_id, masked_iban, normalize_cin, normalize_iban, normalize_social_id,
+    social_id_check_digits,
 )
 from labes.registry.text import fold, fold_arabic, fold_latin, search_key
 
@@ -167,6 +168,39 @@ class TestIdentifiers:
             if swapped != social_id:
                 with pytest.raises(IdentifierError):
                     normalize_social_id(swapped)
+
+    @pytest.mark.parametrize("text", [
+        "TN59 1000 6035 1835 9847 8831", "TN5910006035183598478831", "tn59 1000 6035 1835 9847 8831",
+        "TN59-1000-6035-1835-9847-8831", " TN5910006035183598478831 ", "TN٥٩ ١٠٠٠ ٦٠٣٥ ١٨٣٥ ٩٨٤٧ ٨٨٣١",
+        "10006035183598478831", "10 006 0351835984788 31", "١٠٠٠٦٠٣٥١٨٣٥٩٨٤٧٨٨٣١", "۱۰۰۰۶۰۳۵۱۸۳۵۹۸۴۷۸۸۳۱",
+    ], ids=["spaced", "compact", "lower-case", "dashes", "blanks-around", "arabic-indic", "rib", "rib-spaced",
+            "rib-arabic-indic", "rib-eastern-arabic-indic"])
+    def test_iban_and_rib_as_people_write_them_give_the_compact_iban(self, text):
+        assert normalize_iban(text) == "TN5910006035183598478831"
+
+    @pytest.mark.parametrize(("bad", "hint"), [
+        ("FR7630006000011234567890189", "Tunisian accounts only"),
+        ("TN5910006035183598478832", "IBAN check digits are wrong"),
+        ("TN3210006035183598478832", "RIB key"),  # the IBAN's own check digits are right
+        ("10006035183598478832", "RIB key"),
+        ("TN591000603518359847883", "24 characters"),
+        ("TN59100060351835984788310", "24 characters"),
+        ("TN59", "20 digits of the RIB"),
+        ("1000603518359847883", "20-digit RIB"),
+        ("abc", "Tunisian accounts only"),
+        ("", "Tunisian accounts only"),
+    ], ids=["foreign", "iban-check-digits", "rib-key", "rib-key-of-a-rib", "too-short", "too-long", "truncated",
+            "19-digit-rib", "letters", "empty"])
+    def test_iban_refusals_say_what_is_wrong(self, bad, hint):
+        with pytest.raises(IdentifierError, match=hint) as refused:
+            normalize_iban(bad)
+        assert isinstance(refused.value, ValueError)
+        assert repr(bad) in str(refused.value)
+
+    def test_masked_iban_shows_only_the_country_check_digits_and_last_four(self):
+        masked = masked_iban("TN5910006035183598478831")
+        assert masked == "TN59 •••• 8831"
+        assert "10006035" not in masked and "1835984788" not in masked
 
 
 class TestFolding:

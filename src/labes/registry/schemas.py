@@ -388,6 +388,7 @@ class FacilityUpdate(Contract):
 class FacilityRead(FacilityIn):
     model_config = Schema.model_config | {"extra": "ignore"}
     id: uuid.UUID
+    iban: str | None = None  # as stored (checked when it was recorded): a read never fails on it
 
 
 class ProfessionalIn(Contract):
@@ -431,4 +432,5 @@ class ProfessionalUpdate(Contract):
 class ProfessionalRead(ProfessionalIn):
     model_config = Schema.model_config | {"extra": "ignore"}
     id: uuid.UUID
+    iban: str | None = None  # as stored (checked when it was recorded): a read never fails on it
     facilities: list[str] = Field(default_factory=list, description="Codes of the facilities where they practise")
