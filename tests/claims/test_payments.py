@@ -28,7 +28,7 @@ from labes.claims.payments import (
 from labes.claims.payments_cli import app as payments_cli
 from labes.errors import InvalidInput, NotFound
 from labes.registry import providers, service
-from labes.registry.models import Member, Person
+from labes.registry.models import Member, Person, Professional
 from labes.registry.schemas import PersonUpdate, ProfessionalUpdate
 from labes.security.models import AuditEvent
 from tests import factories
@@ -452,6 +452,9 @@ class TestCommandLine:
         assert ran.exit_code == 0, ran.output
         number = re.search(rf"PR-{PERIOD}-\d{{4}}", ran.output)[0]
         assert "26.000 TND" in ran.output and "0.780 TND" in ran.output and "25.220 TND" in ran.output
+        with committed() as session:
+            account = session.scalar(select(Professional.iban).where(Professional.licence == licence))
+        assert f"transfer {account[:4]} •••• {account[-4:]}" in ran.output and account not in ran.output
         assert "payment file:" in ran.output and "remittance advice: 1 files" in ran.output
         assert (tmp_path / "payments" / number / f"{number}-payments.csv").is_file()
         again = cli_runner.invoke(payments_cli, ["run", "--period", PERIOD, "--out", str(tmp_path / "payments")])

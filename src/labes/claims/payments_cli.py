@@ -61,6 +61,7 @@ def run(period: Annotated[str, typer.Option(help="YYYY-MM: the month the care sh
     from labes.claims.decision import tnd
     from labes.claims.payments import run_payments
     from labes.db import session_scope
+    from labes.registry.identifiers import masked_iban  # the screen shows whose account, the file the whole number
 
     day = _day(paid_on, "--paid-on")
     try:
@@ -82,9 +83,10 @@ def run(period: Annotated[str, typer.Option(help="YYYY-MM: the month the care sh
     for column in ("statement", "payee", "identifier", "kind", "paid by", "sheets", "late", "gross", "rate", "withheld",
                    "net"):
         table.add_column(column, justify="right" if column in ("sheets", "late", "gross", "rate", "withheld", "net")
-                         else "left")
+                         else "left", no_wrap=column == "paid by")
     for s in result.statements[:SHOWN]:
-        table.add_row(s.number, s.payee_name, s.payee_identifier, s.payee_kind, s.payment_method, str(s.care_sheets),
+        paid_by = f"{s.payment_method} {masked_iban(s.payee_iban)}" if s.payee_iban else s.payment_method
+        table.add_row(s.number, s.payee_name, s.payee_identifier, s.payee_kind, paid_by, str(s.care_sheets),
                       str(s.late_sheets), tnd(s.gross_millimes), f"{s.tax_rate_percent}%", tnd(s.tax_withheld_millimes),
                       tnd(s.net_millimes))
     if len(result.statements) > SHOWN:
