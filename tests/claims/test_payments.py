@@ -19,6 +19,7 @@ from labes.claims import certificates
 from labes.claims.models import PaymentRun, ProviderStatement
 from labes.claims.payments import (
     initials,
+    late_payment_report,
     late_payments,
     parse_period,
     run_payments,
@@ -323,6 +324,79 @@ class TestLatePayments:
                              today=TODAY + timedelta(days=60)) == []
 
 
+class TestLatePaymentReport:
+    """Per provider: the sheets the fund paid after its deadline or still owes past it."""
+
+    def test_a_provider_paid_after_its_deadline_and_one_paid_on_time(self, world, session, month, tmp_path):
+        pay(session, tmp_path, paid_on=TODAY + timedelta(days=16))  # a day after the doctors' 15: both late
+        later = TODAY + timedelta(days=40)
+
+        report = late_payment_report(session, today=later, since=TODAY)
+
+        [doctor] = [e for e in report if e.payee_identifier == world.doctor.licence]
+        assert (doctor.payee_kind, doctor.payee_name, doctor.sheets_due, doctor.paid_late, doctor.overdue) == (
+            "professional", "Dr Sami Trabelsi", 2, 2, 0)
+        assert doctor.paid_late_millimes == month["first"]["fund_millimes"] + month["second"]["fund_millimes"]
+        assert (doctor.on_time_percent, doctor.average_days_late, doctor.most_days_late) == (0, 1, 1)
+        assert world.specialist.licence in {e.payee_identifier for e in report}  # also a doctor's 15 days
+        assert all(e.payee_kind != "person" for e in report)  # reimbursements are not third-party payments
+
+    def test_sheets_still_unpaid_past_their_deadline_come_first(self, world, session, month, tmp_path):
+        world.doctor.iban = None  # held back by every run: still owed
+        session.flush()
+        pay(session, tmp_path, paid_on=TODAY + timedelta(days=16))
+        later = TODAY + timedelta(days=20)
+
+        report = late_payment_report(session, today=later, since=TODAY)
+
+        assert report[0].payee_identifier == world.doctor.licence
+        assert (report[0].overdue, report[0].paid_late, report[0].most_days_late) == (2, 0, 5)
+        assert report[0].overdue_millimes == month["first"]["fund_millimes"] + month["second"]["fund_millimes"]
+        assert [e.payee_identifier for e in late_payment_report(session, today=later, since=TODAY,
+                                                               payee=("professional", world.specialist.id))] == [
+            world.specialist.licence]
+
+    def test_nothing_is_late_before_the_deadlines(self, session, month, tmp_path):
+        pay(session, tmp_path)
+        assert late_payment_report(session, today=TODAY + timedelta(days=60), since=TODAY) == []
+        assert late_payment_report(session, today=TODAY, since=TODAY - timedelta(days=30)) == []  # unpaid, not due
+
+    def test_a_window_that_ends_before_it_starts_is_refused(self, session):
+        with pytest.raises(InvalidInput, match="after the day looked from"):
+            late_payment_report(session, today=TODAY, since=TODAY + timedelta(days=1))
+
+    def test_the_api_reports_to_whoever_may_read_payments(self, world, session, client, month, tmp_path):
+        world.doctor.iban = None
+        session.flush()
+        pay(session, tmp_path)
+        finance, clerk = factories.agent_token(session, "finance"), factories.agent_token(session, "registry_clerk")
+        session.commit()
+        later = (TODAY + timedelta(days=20)).isoformat()
+
+        everyone = client.get("/api/v1/claims/late-payments", params={"on": later, "since": TODAY.isoformat()},
+                              headers={"Authorization": f"Bearer {finance}"})
+        one = client.get("/api/v1/claims/late-payments", params={"on": later, "provider": world.doctor.licence},
+                         headers={"Authorization": f"Bearer {finance}"})
+
+        assert everyone.status_code == 200, everyone.text
+        top = everyone.json()["payees"][0]
+        assert (top["payee_identifier"], top["overdue"], top["most_days_late"], top["on_time_percent"]) == (
+            world.doctor.licence, 2, 5, 0.0)
+        assert everyone.json()["sheets"] == []
+        assert one.status_code == 200, one.text
+        assert sorted(s["number"] for s in one.json()["sheets"]) == sorted(
+            [month["first"]["number"], month["second"]["number"]])
+        assert {(s["paid_on"], s["days_late"]) for s in one.json()["sheets"]} == {(None, 5)}
+        assert client.get("/api/v1/claims/late-payments",
+                          headers={"Authorization": f"Bearer {clerk}"}).status_code == 403
+        unknown = client.get("/api/v1/claims/late-payments", params={"provider": "NOBODY"},
+                             headers={"Authorization": f"Bearer {finance}"})
+        assert unknown.status_code == 404
+        backwards = client.get("/api/v1/claims/late-payments", params={"on": TODAY.isoformat(), "since": later},
+                               headers={"Authorization": f"Bearer {finance}"})
+        assert backwards.status_code == 400 and "after the day looked from" in backwards.text
+
+
 class TestCertificate:
     def test_the_certificate_has_the_year_and_its_seal_verifies(self, world, session, month, keys_dir, tmp_path):
         pay(session, tmp_path)
@@ -503,6 +577,28 @@ class TestCommandLine:
         assert "Held back: 1 providers have no bank account on record" in ran.output
         assert f"professional {licence}" in ran.output and "2 sheets, 26.000 TND" in ran.output
         assert "nothing to pay" in ran.output  # the only payee was held: no statement, no transfer
+
+    def test_late_payments_per_provider(self, cli_runner, committed, tmp_path):
+        with committed() as session:
+            numbers, licence = committed_sheets(session, 2)
+            session.execute(text("UPDATE care_sheet SET payment_due_on = :due"), {"due": TODAY - timedelta(days=3)})
+            session.commit()
+        report = tmp_path / "late.csv"
+
+        everyone = cli_runner.invoke(payments_cli, ["late", "--since", (TODAY - timedelta(days=30)).isoformat(),
+                                                    "--csv", str(report)])
+        one = cli_runner.invoke(payments_cli, ["late", "--provider", licence.lower(),
+                                               "--since", (TODAY - timedelta(days=30)).isoformat()])
+
+        assert everyone.exit_code == 0, everyone.output
+        assert licence in everyone.output and "26.000 TND" in everyone.output
+        [row] = read_csv(report)
+        assert (row["payee_identifier"], row["overdue"], row["overdue_millimes"], row["most_days_late"]) == (
+            licence, "2", "26000", "3")
+        assert one.exit_code == 0, one.output
+        assert all(f"{number} of" in one.output for number in numbers) and "unpaid, 3 days late" in one.output
+        nobody = cli_runner.invoke(payments_cli, ["late", "--provider", "NOBODY"])
+        assert nobody.exit_code == 1 and "No professional licence or facility code NOBODY" in nobody.output
 
     def test_mistakes_exit_1_with_a_message(self, cli_runner, keys_dir, monkeypatch, tmp_path):
         monkeypatch.setenv("LABES_KEYS_DIR", str(keys_dir))

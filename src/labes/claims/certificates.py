@@ -21,6 +21,7 @@ import io
 import json
 import logging
 import re
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
@@ -136,10 +137,15 @@ def find_provider(session: Session, reference: str) -> Professional | Facility:
     facility = session.scalar(select(Facility).where(Facility.code == reference))
     if professional is not None and facility is not None:
         raise Conflict(f"{reference} is both a professional's licence and a facility's code; the registry must "
-                       "tell them apart before a certificate can be issued.", field="provider")
+                       "tell them apart first.", field="provider")
     if professional is None and facility is None:
         raise NotFound(f"No professional licence or facility code {reference}.", field="provider")
     return professional or facility
+
+
+def payee_key(provider: Professional | Facility) -> tuple[str, uuid.UUID]:
+    """Return the (payee kind, id) under which care sheets and statements name `provider`."""
+    return ("professional" if isinstance(provider, Professional) else "facility"), provider.id
 
 
 def annual_certificate(session: Session, *, provider: str, year: int, issued_on: date,

@@ -38,7 +38,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, or_, select, update
+from sqlalchemy import event, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from labes.cards.distribution import TUNIS
@@ -462,12 +462,108 @@ def statements_of(session: Session, *, payee_kind: str, payee_id: uuid.UUID, yea
         .order_by(ProviderStatement.paid_on, ProviderStatement.number)))
 
 
-def late_payments(session: Session, *, payee_kind: str, payee_id: uuid.UUID, today: date) -> list[CareSheet]:
-    """Return the payee's care sheets the fund paid after their deadline, or has still not paid by `today`."""
-    return list(session.scalars(
-        select(CareSheet)
-        .where(CareSheet.payee_kind == payee_kind, CareSheet.payee_id == payee_id,
-               CareSheet.status.in_(("accepted", "paid")), CareSheet.payment_due_on.is_not(None),
-               or_(CareSheet.paid_on > CareSheet.payment_due_on,
-                   CareSheet.paid_on.is_(None) & (CareSheet.payment_due_on < today)))
-        .order_by(CareSheet.payment_due_on, CareSheet.number)))
+def _late(today: date):
+    """The condition of a sheet the fund paid after its deadline, or has still not paid by `today`."""
+    return (CareSheet.status.in_(("accepted", "paid")) & CareSheet.payment_due_on.is_not(None)
+            & or_(CareSheet.paid_on > CareSheet.payment_due_on,
+                  CareSheet.paid_on.is_(None) & (CareSheet.payment_due_on < today)))
+
+
+def late_payments(session: Session, *, payee_kind: str, payee_id: uuid.UUID, today: date,
+                  since: date | None = None) -> list[CareSheet]:
+    """Return the payee's care sheets the fund paid after their deadline, or has still not paid by `today`
+    (those due from `since` on, if given), the oldest deadline first."""
+    query = select(CareSheet).where(CareSheet.payee_kind == payee_kind, CareSheet.payee_id == payee_id, _late(today))
+    if since is not None:
+        query = query.where(CareSheet.payment_due_on >= since)
+    return list(session.scalars(query.order_by(CareSheet.payment_due_on, CareSheet.number)))
+
+
+def days_late(due: date, paid_on: date | None, today: date) -> int:
+    """Return how many days after its deadline `due` a sheet was paid (`paid_on`), or is still unpaid on `today`."""
+    return ((paid_on or today) - due).days
+
+
+@dataclass
+class LatePayee:
+    """How late the fund pays one payee: the sheets due from `since` to `today`, those paid late, those overdue."""
+
+    payee_kind: str
+    payee_id: uuid.UUID
+    payee_identifier: str
+    payee_name: str
+    sheets_due: int = 0  # sheets whose deadline fell in the window, paid or not
+    paid_late: int = 0
+    paid_late_millimes: int = 0
+    overdue: int = 0  # past their deadline and still unpaid on `today`
+    overdue_millimes: int = 0
+    days_late_total: int = 0
+    most_days_late: int = 0
+
+    @property
+    def late(self) -> int:
+        return self.paid_late + self.overdue
+
+    @property
+    def on_time_percent(self) -> Decimal:
+        """The share of the sheets due in the window that were paid by their deadline (or are not yet due)."""
+        if not self.sheets_due:
+            return Decimal(100)
+        return (Decimal(100) * (self.sheets_due - self.late) / self.sheets_due).quantize(Decimal("0.1"))
+
+    @property
+    def average_days_late(self) -> Decimal:
+        return (Decimal(self.days_late_total) / self.late).quantize(Decimal("0.1")) if self.late else Decimal(0)
+
+
+LATE_REPORT_COLUMNS = ("payee_kind", "payee_identifier", "payee_name", "sheets_due", "on_time_percent", "paid_late",
+                       "paid_late_millimes", "overdue", "overdue_millimes", "average_days_late", "most_days_late")
+
+
+def late_payment_report(session: Session, *, today: date, since: date,
+                        payee_kinds: tuple[str, ...] = ("professional", "facility"),
+                        payee: tuple[str, uuid.UUID] | None = None) -> list[LatePayee]:
+    """Return, for each payee the fund paid late or still owes past the deadline, how late: the third-party
+    payment deadlines of the rules (pharmacies 7 days, doctors 15, clinics 21), sheets due from `since` to
+    `today`. The payees still owed the most come first. `payee` = (kind, id) narrows it to one.
+
+    Two reads whatever the size: the sheets due per payee (counted by the database) and the late sheets
+    themselves (streamed), whose days late are counted here, the same on every database.
+    """
+    if since > today:
+        raise InvalidInput(f"The window starts on {since.isoformat()}, after the day looked from ({today.isoformat()}).",
+                           field="since")
+    window = [CareSheet.payment_due_on >= since, CareSheet.payment_due_on <= today,
+              CareSheet.status.in_(("accepted", "paid")), CareSheet.payee_kind.in_(payee_kinds)]
+    if payee is not None:
+        window += [CareSheet.payee_kind == payee[0], CareSheet.payee_id == payee[1]]
+    found: dict[tuple[str, uuid.UUID], LatePayee] = {}
+    late = select(CareSheet.payee_kind, CareSheet.payee_id, CareSheet.payment_due_on, CareSheet.paid_on,
+                  CareSheet.fund_millimes).where(*window, _late(today))
+    for kind, payee_id, due, paid_on, fund in session.execute(late.execution_options(yield_per=5_000)):
+        entry = found.setdefault((kind, payee_id), LatePayee(kind, payee_id, "", ""))
+        days = days_late(due, paid_on, today)
+        if paid_on is None:
+            entry.overdue, entry.overdue_millimes = entry.overdue + 1, entry.overdue_millimes + fund
+        else:
+            entry.paid_late, entry.paid_late_millimes = entry.paid_late + 1, entry.paid_late_millimes + fund
+        entry.days_late_total += days
+        entry.most_days_late = max(entry.most_days_late, days)
+    if not found:
+        return []
+    due = (select(CareSheet.payee_kind, CareSheet.payee_id, func.count()).where(*window)
+           .group_by(CareSheet.payee_kind, CareSheet.payee_id))
+    for kind, payee_id, count in session.execute(due):
+        if (kind, payee_id) in found:
+            found[kind, payee_id].sheets_due = count
+    names = _payees(session, {key: [] for key in found})
+    for key, entry in found.items():
+        entry.payee_identifier, entry.payee_name = names[key].identifier, names[key].name
+    return sorted(found.values(), key=lambda e: (-e.overdue_millimes, -e.late, e.payee_kind, e.payee_identifier))
+
+
+def late_report_rows(report: Iterable[LatePayee]) -> list[list[Any]]:
+    """The report as the rows of LATE_REPORT_COLUMNS (for a CSV)."""
+    return [[e.payee_kind, e.payee_identifier, e.payee_name, e.sheets_due, str(e.on_time_percent), e.paid_late,
+             e.paid_late_millimes, e.overdue, e.overdue_millimes, str(e.average_days_late), e.most_days_late]
+            for e in report]

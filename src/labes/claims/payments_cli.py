@@ -116,6 +116,58 @@ def _show_held(console, result) -> None:
 
 
 @app.command()
+def late(on: Annotated[str | None, typer.Option(help="The day to look from, YYYY-MM-DD (default: today in Tunisia)")] = None,
+         since: Annotated[str | None, typer.Option(help="Sheets due from this day, YYYY-MM-DD (default: 1 January)")] = None,
+         provider: Annotated[str | None, typer.Option(help="One professional's licence or facility's code: its sheets")] = None,
+         csv_out: Annotated[Path | None, typer.Option("--csv", help="Also write the report to this CSV file")] = None,
+         ) -> None:
+    """Late payments per provider: sheets the fund paid after its deadline (pharmacies 7 days, doctors 15, clinics 21)
+    or still owes past it."""
+    from rich.table import Table
+
+    from labes.claims.certificates import find_provider, payee_key
+    from labes.claims.decision import tnd
+    from labes.claims.payments import (
+        LATE_REPORT_COLUMNS, days_late, late_payment_report, late_payments, late_report_rows, write_csv,
+    )
+    from labes.db import session_scope
+
+    today = _day(on, "--on")
+    start = _day(since, "--since") if since else date(today.year, 1, 1)
+    try:
+        with session_scope() as session:
+            key = payee_key(find_provider(session, provider)) if provider else None
+            report = late_payment_report(session, today=today, since=start, payee=key)
+            sheets = late_payments(session, payee_kind=key[0], payee_id=key[1], today=today, since=start) if key else []
+            listed = [(s.number, s.care_date, s.payment_due_on, s.paid_on, s.fund_millimes,
+                       days_late(s.payment_due_on, s.paid_on, today)) for s in sheets]
+    except LabesError as exc:
+        _fail(exc.message)
+    console = _console()
+    if not report:
+        console.print(f"No late payment: every sheet due from {start.isoformat()} to {today.isoformat()} was paid by "
+                      "its deadline.")
+    else:
+        table = Table(title=f"Late payments, sheets due {start.isoformat()} to {today.isoformat()}")
+        for column in ("payee", "identifier", "kind", "due", "on time", "paid late", "overdue", "still owed",
+                       "days late (avg / most)"):
+            table.add_column(column, justify="left" if column in ("payee", "identifier", "kind") else "right")
+        for e in report[:SHOWN]:
+            table.add_row(e.payee_name, e.payee_identifier, e.payee_kind, str(e.sheets_due), f"{e.on_time_percent}%",
+                          str(e.paid_late), str(e.overdue), tnd(e.overdue_millimes),
+                          f"{e.average_days_late} / {e.most_days_late}")
+        if len(report) > SHOWN:
+            table.add_row(f"and {len(report) - SHOWN} more payees", *[""] * 8)
+        console.print(table)
+    for number, care_date, due, paid_on, fund, days in listed:
+        console.print(f"  {number} of {care_date.isoformat()}: due {due.isoformat()}, "
+                      + (f"paid {paid_on.isoformat()}" if paid_on else "unpaid") + f", {days} days late, {tnd(fund)}")
+    if csv_out is not None:
+        write_csv(csv_out, LATE_REPORT_COLUMNS, late_report_rows(report))
+        console.print(f"report written to {csv_out}")
+
+
+@app.command()
 def files(number: Annotated[str, typer.Argument(help="The payment run, e.g. PR-2026-11-0001")],
           out: Annotated[Path, typer.Option(help="Where to write them")] = Path("var/payments")) -> None:
     """Write a committed run's payment file and remittance advice again."""

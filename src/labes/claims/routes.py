@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from typing import Any
 
 from fastapi import APIRouter
 
-from labes.claims import approvals
-from labes.claims.schemas import ApprovalDecision, ApprovalRead
+from labes.care.transactions import local_day
+from labes.claims import approvals, payments
+from labes.claims.certificates import find_provider, payee_key
+from labes.claims.schemas import ApprovalDecision, ApprovalRead, LatePaymentsRead
 from labes.security.deps import DbSession, UnitOfWorkRoute, permitted
 
 router = APIRouter(prefix="/api/v1/claims", tags=["claims"], route_class=UnitOfWorkRoute)
@@ -30,3 +33,21 @@ def decide_approval(number: str, body: ApprovalDecision, session: DbSession, act
     """Approve (with a validity) or refuse (with a reason) a prior-approval request."""
     return approvals.decide(session, actor=actor, number=number, approve=body.approve, note=body.note,
                             valid_from=body.valid_from, valid_days=body.valid_days, now=datetime.now(UTC))
+
+
+@router.get("/late-payments", response_model=LatePaymentsRead)
+def late_payment_report(session: DbSession, actor: permitted("payments:read"), since: date | None = None,
+                        on: date | None = None, provider: str | None = None) -> dict[str, Any]:
+    """How late the fund pays each provider: sheets due from `since` (default 1 January) to `on` (default today
+    in Tunisia) paid after their deadline or still unpaid, those owed the most first; with `provider` (a licence
+    or a facility code), that provider alone and its late sheets."""
+    today = on or local_day(datetime.now(UTC))
+    start = since or date(today.year, 1, 1)
+    key = payee_key(find_provider(session, provider)) if provider else None
+    report = payments.late_payment_report(session, today=today, since=start, payee=key)
+    sheets = payments.late_payments(session, payee_kind=key[0], payee_id=key[1], today=today, since=start) if key else []
+    return {"today": today, "since": start,
+            "payees": [dict(zip(payments.LATE_REPORT_COLUMNS, row)) for row in payments.late_report_rows(report)],
+            "sheets": [{"number": s.number, "care_date": s.care_date, "payment_due_on": s.payment_due_on,
+                        "paid_on": s.paid_on, "fund_millimes": s.fund_millimes,
+                        "days_late": payments.days_late(s.payment_due_on, s.paid_on, today)} for s in sheets]}

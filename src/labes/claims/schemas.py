@@ -29,3 +29,33 @@ class ApprovalDecision(Schema):
     note: str | None = Field(default=None, max_length=2000, description="Required when refusing: the provider and the patient read it")
     valid_from: date | None = None
     valid_days: int = Field(default=90, ge=1, le=366)
+
+
+class LatePayeeRead(Schema):
+    payee_kind: str
+    payee_identifier: str = Field(description="The professional's licence, the facility's code (or the insured's social ID)")
+    payee_name: str
+    sheets_due: int = Field(description="Sheets whose payment deadline fell in the window")
+    on_time_percent: float
+    paid_late: int
+    paid_late_millimes: int
+    overdue: int = Field(description="Past their deadline and still unpaid")
+    overdue_millimes: int
+    average_days_late: float
+    most_days_late: int
+
+
+class LateSheetRead(Schema):
+    number: str
+    care_date: date
+    payment_due_on: date
+    paid_on: date | None
+    fund_millimes: int
+    days_late: int
+
+
+class LatePaymentsRead(Schema):
+    today: date
+    since: date
+    payees: list[LatePayeeRead]
+    sheets: list[LateSheetRead] = Field(default_factory=list, description="One provider's late sheets (with ?provider=)")

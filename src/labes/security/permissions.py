@@ -10,6 +10,7 @@ PERMISSIONS: dict[str, str] = {
     "providers:write": "Create and update facilities, professionals and where they practise",
     "claims:review": "Review requests, reimbursement files and prior approvals",
     "payments:run": "Run provider payments and issue tax certificates",
+    "payments:read": "Read how late the fund pays its providers",
     "accounts:manage": "Create agents, set their roles, issue and revoke API tokens",
     "audit:read": "Read and verify the audit trail",
     "cards:read": "Read cards, their history and pick-up points",
@@ -24,9 +25,10 @@ ROLES: dict[str, frozenset[str]] = {
     "registry_clerk": frozenset({"registry:read", "registry:write", "registry:import", "providers:read", "providers:write",
                                  "cards:read", "cards:issue", "stats:read"}),
     # Decides on requests; reads the registry to do so, never edits it.
-    "reviewer": frozenset({"registry:read", "providers:read", "claims:review", "cards:read", "stats:read"}),
+    "reviewer": frozenset({"registry:read", "providers:read", "claims:review", "payments:read", "cards:read",
+                           "stats:read"}),
     # Pays providers; needs providers' identities and tax regime, not families.
-    "finance": frozenset({"providers:read", "payments:run"}),
+    "finance": frozenset({"providers:read", "payments:run", "payments:read"}),
     # Manages accounts and reads the audit trail; segregation of duties keeps registry writes away from it.
     "admin": frozenset({"accounts:manage", "audit:read", "registry:read", "providers:read", "stats:read"}),
     # Hands cards over at a post office: sees only what the desk needs, never families or health data.
