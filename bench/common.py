@@ -50,11 +50,16 @@ def fresh_database(kind: str, workdir: Path) -> str:
 
 
 def existing_database(kind: str, workdir: Path) -> str | None:
-    """Return the URL of the database a previous benchmark left, if there is one."""
+    """Return the URL of the database a previous benchmark left, if there is one, brought to the latest migration
+    (the server refuses to start on an older schema, and a run on the previous one would measure old code)."""
     if kind == "sqlite":
         path = workdir / "bench.db"
-        return f"sqlite:///{path}" if path.exists() else None
-    return os.environ.get("LABES_TEST_DATABASE_URL", PG_DEFAULT)
+        url = f"sqlite:///{path}" if path.exists() else None
+    else:
+        url = os.environ.get("LABES_TEST_DATABASE_URL", PG_DEFAULT)
+    if url is not None:
+        upgrade(url)
+    return url
 
 
 def workdir(args) -> Path:

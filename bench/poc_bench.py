@@ -141,8 +141,9 @@ def start_server(url: str, keys_dir: Path, port: int, workers: int, pool: int, t
         except httpx2.TransportError:
             pass
         time.sleep(0.3)
-    server.kill()
-    raise SystemExit("the server did not become ready")
+    os.killpg(server.pid, signal.SIGKILL)  # its workers too: left running, they would hold the port for the next run
+    server.wait(timeout=15)
+    raise SystemExit(f"the server did not become ready (its log: {log})")
 
 
 def request_content(action: str, today: str) -> dict:

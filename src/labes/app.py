@@ -110,8 +110,8 @@ def create_app(settings: Settings | None = None, factory: sessionmaker[Session] 
     app.add_middleware(RequestLog)
 
     @app.get("/healthz", tags=["operations"], openapi_extra={"x-permission": "public"})
-    def healthz() -> dict[str, str]:
-        """The process answers."""
+    async def healthz() -> dict[str, str]:
+        """The process answers (on its event loop: no worker thread needed, so a busy pool does not fail it)."""
         return {"status": "ok"}
 
     @app.get("/readyz", tags=["operations"], openapi_extra={"x-permission": "public"})

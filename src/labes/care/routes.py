@@ -30,8 +30,9 @@ CREATED = status.HTTP_201_CREATED
 
 @router.post("/challenges", response_model=ChallengeRead, status_code=status.HTTP_201_CREATED,
              openapi_extra={"x-permission": "public"})
-def new_challenge(request: Request) -> dict[str, Any]:
+async def new_challenge(request: Request) -> dict[str, Any]:
     """A one-time challenge for the next signed transaction (valid 2 minutes, usable once)."""
+    # On the event loop: a random nonce and a MAC, nothing stored, no worker thread (every signed request asks first).
     challenge = protocol.issue_challenge(challenge_secret(request), now=datetime.now(UTC))
     return {"challenge": challenge.token, "expires_at": challenge.expires_at}
 
