@@ -78,8 +78,8 @@ def load_point_of_care(session: Session, *, actor: Actor, keys_dir: Path, out: P
 
 
 def instructions(demo: DemoPointOfCare) -> list[str]:
-    """Return the shell lines that play the doctor's and the pharmacist's terminals with the demo cards, then the
-    insured reading their care sheets with their own card."""
+    """Return the shell lines that play the doctor's and the pharmacist's terminals with the demo cards, the
+    insured reading their care sheets with their own card, then the fund paying the providers."""
     doctor = f"--card {demo.doctor_card} --pin {demo.pin} --facility {demo.clinic}"
     pharmacist = f"--card {demo.pharmacist_card} --pin {demo.pin} --facility {demo.pharmacy}"
     return [
@@ -90,4 +90,6 @@ def instructions(demo: DemoPointOfCare) -> list[str]:
         f"labes pos prescribe {doctor} --patient {demo.patient_card} --content /tmp/rx.json --qr /tmp/rx.svg",
         f"labes pos dispense {pharmacist} --patient {demo.patient_card} --prescription <RX number> --line 1:2:500129",
         f"labes pos my-sheets --patient {demo.patient_card}",
+        "labes payments run --period $(date +%Y-%m) --paid-on $(date -d '+30 days' +%F)",
+        "labes payments late --on $(date -d '+30 days' +%F)   # the doctor's sheet, paid after its 15 days",
     ]

@@ -479,6 +479,9 @@ def late_payments(session: Session, *, payee_kind: str, payee_id: uuid.UUID, tod
     return list(session.scalars(query.order_by(CareSheet.payment_due_on, CareSheet.number)))
 
 
+LATE_WINDOW = timedelta(days=365)  # the late-payment report's default window: the twelve months before the day
+
+
 def days_late(due: date, paid_on: date | None, today: date) -> int:
     """Return how many days after its deadline `due` a sheet was paid (`paid_on`), or is still unpaid on `today`."""
     return ((paid_on or today) - due).days

@@ -83,7 +83,7 @@ def run(period: Annotated[str, typer.Option(help="YYYY-MM: the month the care sh
     for column in ("statement", "payee", "identifier", "kind", "paid by", "sheets", "late", "gross", "rate", "withheld",
                    "net"):
         table.add_column(column, justify="right" if column in ("sheets", "late", "gross", "rate", "withheld", "net")
-                         else "left", no_wrap=column == "paid by")
+                         else "left", no_wrap=column in ("statement", "identifier", "kind", "paid by"))
     for s in result.statements[:SHOWN]:
         paid_by = f"{s.payment_method} {masked_iban(s.payee_iban)}" if s.payee_iban else s.payment_method
         table.add_row(s.number, s.payee_name, s.payee_identifier, s.payee_kind, paid_by, str(s.care_sheets),
@@ -117,7 +117,7 @@ def _show_held(console, result) -> None:
 
 @app.command()
 def late(on: Annotated[str | None, typer.Option(help="The day to look from, YYYY-MM-DD (default: today in Tunisia)")] = None,
-         since: Annotated[str | None, typer.Option(help="Sheets due from this day, YYYY-MM-DD (default: 1 January)")] = None,
+         since: Annotated[str | None, typer.Option(help="Sheets due from this day, YYYY-MM-DD (default: a year before --on)")] = None,
          provider: Annotated[str | None, typer.Option(help="One professional's licence or facility's code: its sheets")] = None,
          csv_out: Annotated[Path | None, typer.Option("--csv", help="Also write the report to this CSV file")] = None,
          ) -> None:
@@ -128,12 +128,12 @@ def late(on: Annotated[str | None, typer.Option(help="The day to look from, YYYY
     from labes.claims.certificates import find_provider, payee_key
     from labes.claims.decision import tnd
     from labes.claims.payments import (
-        LATE_REPORT_COLUMNS, days_late, late_payment_report, late_payments, late_report_rows, write_csv,
+        LATE_REPORT_COLUMNS, LATE_WINDOW, days_late, late_payment_report, late_payments, late_report_rows, write_csv,
     )
     from labes.db import session_scope
 
     today = _day(on, "--on")
-    start = _day(since, "--since") if since else date(today.year, 1, 1)
+    start = _day(since, "--since") if since else today - LATE_WINDOW
     try:
         with session_scope() as session:
             key = payee_key(find_provider(session, provider)) if provider else None

@@ -38,11 +38,11 @@ def decide_approval(number: str, body: ApprovalDecision, session: DbSession, act
 @router.get("/late-payments", response_model=LatePaymentsRead)
 def late_payment_report(session: DbSession, actor: permitted("payments:read"), since: date | None = None,
                         on: date | None = None, provider: str | None = None) -> dict[str, Any]:
-    """How late the fund pays each provider: sheets due from `since` (default 1 January) to `on` (default today
+    """How late the fund pays each provider: sheets due from `since` (default: a year before `on`) to `on` (default today
     in Tunisia) paid after their deadline or still unpaid, those owed the most first; with `provider` (a licence
     or a facility code), that provider alone and its late sheets."""
     today = on or local_day(datetime.now(UTC))
-    start = since or date(today.year, 1, 1)
+    start = since or today - payments.LATE_WINDOW
     key = payee_key(find_provider(session, provider)) if provider else None
     report = payments.late_payment_report(session, today=today, since=start, payee=key)
     sheets = payments.late_payments(session, payee_kind=key[0], payee_id=key[1], today=today, since=start) if key else []

@@ -179,7 +179,7 @@ def _icd10_codes(ranges: str, preferred: str | None) -> tuple[str, ...]:
 class _Context:
     """The seeded generator, reference data and the pickers shared by providers and members."""
 
-    def __init__(self, rng: random.Random) -> None:
+    def __init__(self, rng: random.Random, seed: int) -> None:
         self.rng = rng
         self.govs = load_reference("governorates")
         self.delegations = [g["delegations"].split(";") for g in self.govs]
@@ -194,6 +194,9 @@ class _Context:
         # Tax ids: an affine bijection of a counter modulo 10**7 (multiplier prime to 10), so all differ.
         self.tax_a, self.tax_b = rng.choice((3, 7, 9)) + 10 * rng.randrange(10**6), rng.randrange(10**7)
         self.tax_count = 0
+        # Bank accounts from a stream of their own: the rest of a population stays what it was before providers
+        # had accounts (the demo's families, cards and examples).
+        self.bank_rng = random.Random(f"bank accounts {seed}")
 
     def address(self) -> str:
         rnd = self.rng.random
@@ -201,7 +204,7 @@ class _Context:
 
     def iban(self) -> str:
         """Return a bank account for a provider the fund pays, or "" for one in fifty (none on record yet)."""
-        rng = self.rng
+        rng = self.bank_rng
         if rng.random() < 0.02:
             return ""
         return IBAN.generate("TN", bank_code=rng.choice(BANKS), branch_code=f"{rng.randrange(1, 1000):03d}",
@@ -492,7 +495,7 @@ def generate(out_dir: Path, *, members: int, seed: int,
         raise ValueError(f"Generate at least one member; got {members}.")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    ctx = _Context(random.Random(seed))
+    ctx = _Context(random.Random(seed), seed)
     cin = _Permutation(ctx.rng)  # one CIN sequence for members (from 0 up) and professionals (from 10**8 - 1 down)
     providers_path, members_path = out_dir / "providers.csv", out_dir / "members.csv"
     facilities, professionals, family_doctors = _write_providers(providers_path, ctx, members, cin)
