@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import func, select, text
 
 from labes.cards.crypto import load_authority
+from labes.cards.models import SmsMessage
 from labes.care.models import CareSheet
 from labes.care.transactions import local_day
 from labes.claims import certificates
@@ -322,6 +323,53 @@ class TestLatePayments:
         assert [s.number for s in late_payments(session, **doctor, today=TODAY + timedelta(days=60))] == [overdue.number]
         assert late_payments(session, payee_kind="professional", payee_id=world.specialist.id,
                              today=TODAY + timedelta(days=60)) == []
+
+
+class TestReimbursementNotice:
+    """An insured person paid a reimbursement hears it by SMS, in their language, once the run stands."""
+
+    @staticmethod
+    def notices(session) -> list[SmsMessage]:
+        return list(session.scalars(select(SmsMessage).where(SmsMessage.purpose == "reimbursement")))
+
+    def test_a_postal_order_is_announced_in_arabic_with_where_to_collect_it(self, world, session, month, tmp_path):
+        result = pay(session, tmp_path)
+        session.commit()
+
+        insured = next(s for s in result.statements if s.payee_kind == "person")
+        [notice] = self.notices(session)
+        person = session.get(Person, world.member.person_id)
+        assert (notice.number, notice.direction, notice.status) == (person.phone, "out", "sent")
+        assert f"{insured.net_millimes // 1000}.{insured.net_millimes % 1000:03d} د.ت" in notice.text
+        assert insured.number in notice.text and "حوالة بريدية" in notice.text and "مكتب بريد" in notice.text
+
+    def test_a_transfer_is_announced_in_french_with_the_account_masked(self, world, session, month, tmp_path):
+        account = factories.iban()
+        service.update_person(session, actor=factories.ACTOR, person_id=world.member.person_id,
+                              data=PersonUpdate(iban=account, language="fr"))
+
+        pay(session, tmp_path, paid_on=TODAY + timedelta(days=3))
+        session.commit()
+
+        [notice] = self.notices(session)
+        assert "a été viré le" in notice.text and (TODAY + timedelta(days=3)).strftime("%d/%m/%Y") in notice.text
+        assert f"{account[:4]} •••• {account[-4:]}" in notice.text and account not in notice.text
+
+    def test_a_rolled_back_run_sends_nothing(self, session, month, tmp_path):
+        pay(session, tmp_path)
+        session.rollback()
+        session.commit()
+
+        assert self.notices(session) == []
+
+    def test_no_phone_no_notice(self, world, session, month, tmp_path):
+        service.update_person(session, actor=factories.ACTOR, person_id=world.member.person_id,
+                              data=PersonUpdate(phone=None))
+
+        result = pay(session, tmp_path)
+        session.commit()
+
+        assert any(s.payee_kind == "person" for s in result.statements) and self.notices(session) == []
 
 
 class TestLatePaymentReport:

@@ -18,6 +18,8 @@ Money goes by transfer into the payee's bank account on record (`iban` in the re
 keeps as paid. A professional or a facility with no account on record is held back: their sheets stay unpaid
 (they show as late once due) and are paid by the first run after the account is recorded; the run lists
 them. An insured person with no account is paid by postal order (mandat postal), cashed at any post office.
+An insured person with a phone on record is told by SMS, in their language, once the run commits: how much,
+and where the money is (the postal order to collect, or the account credited, masked).
 
 Paying twice is impossible: a sheet is paid only while `statement_id` is empty, the rows are locked
 (`SELECT … FOR UPDATE SKIP LOCKED` on PostgreSQL; SQLite takes its single write lock at BEGIN) and the
@@ -42,11 +44,13 @@ from sqlalchemy import event, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from labes.cards.distribution import TUNIS
+from labes.cards.sms import queue_sms, send_after_commit
 from labes.care.models import CareSheet
 from labes.care.transactions import reserve
 from labes.claims.models import PaymentRun, ProviderStatement
 from labes.claims.ruleset import ruleset
 from labes.errors import Conflict, InvalidInput, NotFound
+from labes.registry.identifiers import masked_iban
 from labes.registry.models import Facility, Member, Person, Professional
 from labes.security import audit
 from labes.security.audit import Actor
@@ -154,6 +158,8 @@ class _Payee:
     address: str | None
     governorate: str | None
     iban: str | None
+    phone: str | None = None  # an insured person's, for the reimbursement notice
+    language: str = "ar"
 
     def payable(self, kind: str) -> bool:
         """Say whether the fund can pay this payee now: a provider needs a bank account; a person can take a postal order."""
@@ -164,6 +170,26 @@ def payment_method(payee_kind: str, iban: str | None) -> str:
     """Return how a statement is paid: a transfer into `iban`, else a postal order (an insured person; "" for a
     provider paid before accounts were recorded)."""
     return TRANSFER if iban else POSTAL_ORDER if payee_kind == "person" else ""
+
+
+REIMBURSEMENT_TEXTS = {
+    "ar": {"postal-order": "الكنام: مبلغ استرجاع مصاريفكم {amount} د.ت (كشف {statement}) في انتظاركم بحوالة بريدية: "
+                           "اسحبوه من أي مكتب بريد ببطاقة التعريف الوطنية.",
+           "transfer": "الكنام: تم تحويل مبلغ استرجاع مصاريفكم {amount} د.ت (كشف {statement}) يوم {date} إلى حسابكم "
+                       "{account}."},
+    "fr": {"postal-order": "CNAM: votre remboursement de {amount} TND (relevé {statement}) vous attend en mandat "
+                           "postal: retirez-le dans tout bureau de poste avec votre CIN.",
+           "transfer": "CNAM: votre remboursement de {amount} TND (relevé {statement}) a été viré le {date} sur "
+                       "votre compte {account}."},
+}
+
+
+def reimbursement_text(language: str, *, net_millimes: int, statement: str, paid_on: date, iban: str | None) -> str:
+    """Return the SMS telling an insured person a reimbursement is paid, in their language (Arabic by default)."""
+    words = REIMBURSEMENT_TEXTS.get(language, REIMBURSEMENT_TEXTS["ar"])
+    return words[TRANSFER if iban else POSTAL_ORDER].format(
+        amount=tnd_amount(net_millimes), statement=statement, date=paid_on.strftime("%d/%m/%Y"),
+        account=masked_iban(iban) if iban else "")
 
 
 def parse_period(period: str) -> tuple[date, date]:
@@ -257,6 +283,10 @@ def run_payments(session: Session, *, actor: Actor, period: str, paid_on: date, 
                             "payment_method": payment_method(key[0], payee.iban), "tax_regime": regime, "tax_rate_permille": statement.tax_rate_permille,
                             "care_sheets": len(paid), "late_sheets": late, "gross": gross, "tax_withheld": tax,
                             "net": gross - tax, "paid_on": paid_on.isoformat()})
+        if key[0] == "person" and payee.phone:
+            queue_sms(session, number=payee.phone, purpose="reimbursement",
+                      text=reimbursement_text(payee.language, net_millimes=gross - tax, statement=statement.number,
+                                              paid_on=paid_on, iban=payee.iban))
         summaries.append(StatementSummary(
             number=statement.number, payee_kind=key[0], payee_id=key[1], payee_identifier=payee.identifier,
             payee_name=payee.name, payee_tax_id=payee.tax_id, payee_iban=payee.iban, tax_regime=regime,
@@ -282,6 +312,7 @@ def run_payments(session: Session, *, actor: Actor, period: str, paid_on: date, 
 
     files = run_files(session, run=run, out_dir=out_dir)
     _write_after_commit(session, files)
+    send_after_commit(session)  # the reimbursement notices, once the run stands
     return PaymentRunResult(
         number=run_number, period=period, paid_on=paid_on, statements=tuple(summaries), directory=directory,
         payment_file=payment_file_path(out_dir, run_number), care_sheets=run.care_sheets, late_sheets=late_total,
@@ -343,7 +374,8 @@ def _payees(session: Session, groups: dict[tuple[str, uuid.UUID], list[_Sheet]])
             # An Amen beneficiary has no member record of their own: their CIN identifies them.
             found["person", person.id] = _Payee(social_id or person.cin or str(person.id),
                                                 f"{person.first_name_lat} {person.last_name_lat}", None, None,
-                                                person.address, person.governorate, person.iban)
+                                                person.address, person.governorate, person.iban, person.phone,
+                                                person.language)
     if missing := [key for key in groups if key not in found]:
         numbers = ", ".join(s.number for key in missing[:3] for s in groups[key][:3])
         raise Conflict(f"{len(missing)} payees of care sheets are not in the registry (e.g. sheets {numbers}); "
