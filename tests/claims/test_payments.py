@@ -8,6 +8,7 @@ import re
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select, text
@@ -19,6 +20,9 @@ from labes.care.transactions import local_day
 from labes.claims import certificates
 from labes.claims.models import PaymentRun, ProviderStatement
 from labes.claims.payments import (
+    ADVICE_COLUMNS,
+    LATE_REPORT_COLUMNS,
+    PAYMENT_FILE_COLUMNS,
     initials,
     late_payment_report,
     late_payments,
@@ -229,6 +233,17 @@ class TestFiles:
         assert read_csv(result.directory / f"{insured['statement']}.csv")[0]["paid_late"] == "no"
         everything = "".join(p.read_text(encoding="utf-8-sig") for p in result.advice_files)
         assert "Mohamed" not in everything and "Ben Salah" not in everything  # never a patient's name
+
+    def test_the_documented_columns_are_the_files_columns(self):
+        docs = (Path(__file__).parents[2] / "docs" / "csv-formats.md").read_text("utf-8")
+        section = docs.split("### The payment file")[1].split("\n### ")[0]
+        documented = [name for line in section.splitlines() if line.startswith("| `")
+                      for name in re.findall(r"`([a-z_]+)`", line.split("|")[1])]
+        assert sorted(documented) == sorted(PAYMENT_FILE_COLUMNS)
+        advice = docs.split("### The remittance advice")[1].split("\n### ")[0]
+        assert all(f"`{column}`" in advice for column in ADVICE_COLUMNS)
+        late = docs.split("### The late-payment report")[1]
+        assert all(f"`{column}`" in late for column in LATE_REPORT_COLUMNS)
 
     def test_a_rolled_back_run_writes_nothing(self, session, month, tmp_path):
         result = pay(session, tmp_path)

@@ -409,8 +409,8 @@ def run_files(session: Session, *, run: PaymentRun, out_dir: Path) -> Files:
     directory = Path(out_dir) / run.number
     files: Files = {payment_file_path(out_dir, run.number): (PAYMENT_FILE_COLUMNS, [
         [s.number, s.payee_kind, (s.details or {}).get("payee_identifier", ""), s.payee_name, s.payee_tax_id or "",
-         s.payee_iban or "", payment_method(s.payee_kind, s.payee_iban), s.tax_regime or "", _percent(s.tax_rate_permille), s.care_sheets, s.late_sheets, s.gross_millimes,
-         s.tax_withheld_millimes, s.net_millimes, tnd_amount(s.gross_millimes), tnd_amount(s.tax_withheld_millimes),
+         s.payee_iban or "", payment_method(s.payee_kind, s.payee_iban), s.tax_regime or "",
+         _percent(s.tax_rate_permille), s.care_sheets, s.late_sheets, s.gross_millimes, s.tax_withheld_millimes, s.net_millimes, tnd_amount(s.gross_millimes), tnd_amount(s.tax_withheld_millimes),
          tnd_amount(s.net_millimes)]
         for s in statements])}
     numbers = {s.id: s.number for s in statements}
