@@ -309,6 +309,17 @@ class TestBankAccounts:
 
         assert (insured.payee_iban, insured.payment_method) == (account, "transfer")
 
+    def test_a_run_made_before_accounts_were_recorded_names_no_method(self, session, month, tmp_path):
+        result = pay(session, tmp_path)
+        for statement in session.scalars(select(ProviderStatement)):  # as the statements of older runs are
+            statement.details = {k: v for k, v in statement.details.items() if k != "payment_method"}
+        session.commit()
+
+        written = write_run_files(session, number=result.number, out_dir=tmp_path / "again")
+
+        rows = read_csv(next(path for path in written if path.name.endswith("-payments.csv")))
+        assert {r["payment_method"] for r in rows} == {""}  # not guessed: how they were paid is not on record
+
     def test_a_statement_keeps_the_account_it_was_paid_into(self, world, session, month, tmp_path):
         paid_into = world.doctor.iban
         result = pay(session, tmp_path)
@@ -354,9 +365,11 @@ class TestReimbursementNotice:
         insured = next(s for s in result.statements if s.payee_kind == "person")
         [notice] = self.notices(session)
         person = session.get(Person, world.member.person_id)
-        assert (notice.number, notice.direction, notice.status) == (person.phone, "out", "sent")
+        # Queued with the run, sent by `labes sms dispatch` on the payment day (a gateway down holds nothing up).
+        assert (notice.number, notice.direction, notice.status) == (person.phone, "out", "queued")
         assert f"{insured.net_millimes // 1000}.{insured.net_millimes % 1000:03d} د.ت" in notice.text
         assert insured.number in notice.text and "حوالة بريدية" in notice.text and "مكتب بريد" in notice.text
+        assert f"ابتداءً من {TODAY:%d/%m/%Y}" in notice.text
 
     def test_a_transfer_is_announced_in_french_with_the_account_masked(self, world, session, month, tmp_path):
         account = factories.iban()
@@ -367,7 +380,8 @@ class TestReimbursementNotice:
         session.commit()
 
         [notice] = self.notices(session)
-        assert "a été viré le" in notice.text and (TODAY + timedelta(days=3)).strftime("%d/%m/%Y") in notice.text
+        assert f"est viré sur votre compte {account[:4]} •••• {account[-4:]} le {TODAY + timedelta(days=3):%d/%m/%Y}" \
+            in notice.text
         assert f"{account[:4]} •••• {account[-4:]}" in notice.text and account not in notice.text
 
     def test_a_rolled_back_run_sends_nothing(self, session, month, tmp_path):
@@ -418,6 +432,20 @@ class TestLatePaymentReport:
         assert [e.payee_identifier for e in late_payment_report(session, today=later, since=TODAY,
                                                                payee=("professional", world.specialist.id))] == [
             world.specialist.licence]
+
+    def test_a_payment_made_after_the_day_looked_from_does_not_count_yet(self, world, session, month, tmp_path):
+        pay(session, tmp_path, paid_on=TODAY + timedelta(days=30))  # the doctor's two sheets were due at 15 days
+        doctor = ("professional", world.doctor.id)
+
+        [then] = late_payment_report(session, today=TODAY + timedelta(days=20), since=TODAY, payee=doctor)
+        [after] = late_payment_report(session, today=TODAY + timedelta(days=40), since=TODAY, payee=doctor)
+
+        assert (then.overdue, then.paid_late, then.most_days_late) == (2, 0, 5)  # seen on day 20: still owed
+        assert (after.overdue, after.paid_late, after.most_days_late) == (0, 2, 15)
+        assert len(late_payments(session, payee_kind="professional", payee_id=world.doctor.id,
+                                 today=TODAY + timedelta(days=20))) == 2
+        assert late_payments(session, payee_kind="professional", payee_id=world.doctor.id,
+                             today=TODAY + timedelta(days=10)) == []
 
     def test_nothing_is_late_before_the_deadlines(self, session, month, tmp_path):
         pay(session, tmp_path)
@@ -639,7 +667,7 @@ class TestCommandLine:
         assert ran.exit_code == 0, ran.output
         assert "Held back: 1 providers have no bank account on record" in ran.output
         assert f"professional {licence}" in ran.output and "2 sheets, 26.000 TND" in ran.output
-        assert "nothing to pay" in ran.output  # the only payee was held: no statement, no transfer
+        assert "nothing paid" in ran.output and "every payee waiting is held back" in ran.output
 
     def test_late_payments_per_provider(self, cli_runner, committed, tmp_path):
         with committed() as session:

@@ -347,6 +347,21 @@ class TestMembersImport:
                                                         with_iban(rows, "", IBAN2)))
         assert ibans(committed, Person, Person.cin) == {"08123456": None, "09000001": IBAN2}
 
+    def test_a_dependants_row_carries_no_account_and_never_removes_one(self, committed, tmp_path):
+        # 08123456 is insured in her own right (with an account) and her husband's spouse: the blank cell of her
+        # dependant row, later in the same chunk, leaves her account; an account on a dependant's row is refused.
+        rows = with_iban([member_row(SID1, "08123456"), member_row(SID2, "09000001"),
+                          dependant_row(SID2, "spouse", 1, cin="08123456"),
+                          dependant_row(SID2, "child", 1, cin="08123458")],
+                         IBAN, IBAN2, "", IBAN)
+
+        result = load(committed, tmp_path, write(tmp_path / "members.csv", (*MEMBER_COLUMNS, "iban"), rows))
+
+        (error,) = errors_of(result.errors_path)
+        assert (error["row"], error["field"]) == ("5", "iban") and "the member's row" in error["reason"]
+        assert result.loaded == 3
+        assert ibans(committed, Person, Person.cin) == {"08123456": IBAN, "09000001": IBAN2}
+
     def test_the_run_is_audited_with_the_file_hash(self, committed, tmp_path, family_file):
         result = load(committed, tmp_path, family_file)
         with committed() as session:

@@ -18,8 +18,10 @@ Money goes by transfer into the payee's bank account on record (`iban` in the re
 keeps as paid. A professional or a facility with no account on record is held back: their sheets stay unpaid
 (they show as late once due) and are paid by the first run after the account is recorded; the run lists
 them. An insured person with no account is paid by postal order (mandat postal), cashed at any post office.
-An insured person with a phone on record is told by SMS, in their language, once the run commits: how much,
-and where the money is (the postal order to collect, or the account credited, masked).
+An insured person with a phone on record is told by SMS, in their language: how much, from which day, and
+where (the postal order to collect, or the account credited, masked). The notices are queued with the run and
+leave with `labes sms dispatch`, on the payment day: a run can pay tens of thousands of insured persons, and a
+gateway that is down must not hold the run up nor lose them.
 
 Paying twice is impossible: a sheet is paid only while `statement_id` is empty, the rows are locked
 (`SELECT … FOR UPDATE SKIP LOCKED` on PostgreSQL; SQLite takes its single write lock at BEGIN) and the
@@ -44,7 +46,7 @@ from sqlalchemy import event, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from labes.cards.distribution import TUNIS
-from labes.cards.sms import queue_sms, send_after_commit
+from labes.cards.sms import queue_sms
 from labes.care.models import CareSheet
 from labes.care.transactions import reserve
 from labes.claims.models import PaymentRun, ProviderStatement
@@ -93,9 +95,10 @@ class StatementSummary:
     tax_withheld_millimes: int
     net_millimes: int
     advice_path: Path
+    notified: bool = False  # an SMS tells the insured person (queued for `labes sms dispatch`)
 
     @property
-    def payment_method(self) -> str:
+    def payment_method(self) -> str:  # a summary is of this run: its payee is paid as it is paid now
         return payment_method(self.payee_kind, self.payee_iban)
 
 
@@ -167,20 +170,21 @@ class _Payee:
 
 
 def payment_method(payee_kind: str, iban: str | None) -> str:
-    """Return how a statement is paid: a transfer into `iban`, else a postal order (an insured person; "" for a
-    provider paid before accounts were recorded)."""
+    """Return how a payee is paid now: a transfer into `iban`, else a postal order (an insured person; a provider
+    without an account is not paid). A statement keeps its method (`details`): runs before accounts have none."""
     return TRANSFER if iban else POSTAL_ORDER if payee_kind == "person" else ""
 
 
+# Worded from the payment day, whenever the message is read: it may be queued days before it.
 REIMBURSEMENT_TEXTS = {
-    "ar": {"postal-order": "الكنام: مبلغ استرجاع مصاريفكم {amount} د.ت (كشف {statement}) في انتظاركم بحوالة بريدية: "
-                           "اسحبوه من أي مكتب بريد ببطاقة التعريف الوطنية.",
-           "transfer": "الكنام: تم تحويل مبلغ استرجاع مصاريفكم {amount} د.ت (كشف {statement}) يوم {date} إلى حسابكم "
-                       "{account}."},
-    "fr": {"postal-order": "CNAM: votre remboursement de {amount} TND (relevé {statement}) vous attend en mandat "
-                           "postal: retirez-le dans tout bureau de poste avec votre CIN.",
-           "transfer": "CNAM: votre remboursement de {amount} TND (relevé {statement}) a été viré le {date} sur "
-                       "votre compte {account}."},
+    "ar": {"postal-order": "الكنام: مبلغ استرجاع مصاريفكم {amount} د.ت (كشف {statement}) يُصرف بحوالة بريدية ابتداءً "
+                           "من {date} في أي مكتب بريد، ببطاقة التعريف الوطنية.",
+           "transfer": "الكنام: مبلغ استرجاع مصاريفكم {amount} د.ت (كشف {statement}) يُحوَّل إلى حسابكم {account} "
+                       "بتاريخ {date}."},
+    "fr": {"postal-order": "CNAM: votre remboursement de {amount} TND (relevé {statement}) est payé par mandat postal, "
+                           "à retirer à partir du {date} dans tout bureau de poste avec votre CIN.",
+           "transfer": "CNAM: votre remboursement de {amount} TND (relevé {statement}) est viré sur votre compte "
+                       "{account} le {date}."},
 }
 
 
@@ -273,6 +277,7 @@ def run_payments(session: Session, *, actor: Actor, period: str, paid_on: date, 
             details={"payee_identifier": payee.identifier, "address": payee.address,
                      "governorate": payee.governorate, "tax_rate_percent": str(percent),
                      "tax_rule": rules.table_note("tax_withheld") if regime else "no tax on a reimbursement",
+                     "payment_method": payment_method(key[0], payee.iban),
                      "facility_regime_default": key[0] == "facility"},
         )
         session.add(statement)
@@ -280,7 +285,8 @@ def run_payments(session: Session, *, actor: Actor, period: str, paid_on: date, 
         audit.record(session, actor=actor, action="claims:payment:statement", entity_type="provider_statement",
                      entity_id=statement.number,
                      after={"run": run_number, "payee_kind": key[0], "payee": payee.identifier,
-                            "payment_method": payment_method(key[0], payee.iban), "tax_regime": regime, "tax_rate_permille": statement.tax_rate_permille,
+                            "payment_method": statement.details["payment_method"], "tax_regime": regime,
+                            "tax_rate_permille": statement.tax_rate_permille,
                             "care_sheets": len(paid), "late_sheets": late, "gross": gross, "tax_withheld": tax,
                             "net": gross - tax, "paid_on": paid_on.isoformat()})
         if key[0] == "person" and payee.phone:
@@ -292,7 +298,8 @@ def run_payments(session: Session, *, actor: Actor, period: str, paid_on: date, 
             payee_name=payee.name, payee_tax_id=payee.tax_id, payee_iban=payee.iban, tax_regime=regime,
             tax_rate_percent=percent,
             care_sheets=len(paid), late_sheets=late, gross_millimes=gross, tax_withheld_millimes=tax,
-            net_millimes=gross - tax, advice_path=directory / f"{statement.number}.csv"))
+            net_millimes=gross - tax, advice_path=directory / f"{statement.number}.csv",
+            notified=key[0] == "person" and bool(payee.phone)))
 
     run.statements = len(summaries)
     run.care_sheets = sum(s.care_sheets for s in summaries)
@@ -312,7 +319,6 @@ def run_payments(session: Session, *, actor: Actor, period: str, paid_on: date, 
 
     files = run_files(session, run=run, out_dir=out_dir)
     _write_after_commit(session, files)
-    send_after_commit(session)  # the reimbursement notices, once the run stands
     return PaymentRunResult(
         number=run_number, period=period, paid_on=paid_on, statements=tuple(summaries), directory=directory,
         payment_file=payment_file_path(out_dir, run_number), care_sheets=run.care_sheets, late_sheets=late_total,
@@ -409,7 +415,7 @@ def run_files(session: Session, *, run: PaymentRun, out_dir: Path) -> Files:
     directory = Path(out_dir) / run.number
     files: Files = {payment_file_path(out_dir, run.number): (PAYMENT_FILE_COLUMNS, [
         [s.number, s.payee_kind, (s.details or {}).get("payee_identifier", ""), s.payee_name, s.payee_tax_id or "",
-         s.payee_iban or "", payment_method(s.payee_kind, s.payee_iban), s.tax_regime or "",
+         s.payee_iban or "", (s.details or {}).get("payment_method", ""), s.tax_regime or "",
          _percent(s.tax_rate_permille), s.care_sheets, s.late_sheets, s.gross_millimes, s.tax_withheld_millimes, s.net_millimes, tnd_amount(s.gross_millimes), tnd_amount(s.tax_withheld_millimes),
          tnd_amount(s.net_millimes)]
         for s in statements])}
@@ -495,15 +501,17 @@ def statements_of(session: Session, *, payee_kind: str, payee_id: uuid.UUID, yea
 
 
 def _late(today: date):
-    """The condition of a sheet the fund paid after its deadline, or has still not paid by `today`."""
+    """The condition of a sheet that, as seen on `today`, the fund paid after its deadline or still owed past it
+    (a payment made after `today` does not count yet: seen from then, the sheet was overdue)."""
+    unpaid_then = CareSheet.paid_on.is_(None) | (CareSheet.paid_on > today)
     return (CareSheet.status.in_(("accepted", "paid")) & CareSheet.payment_due_on.is_not(None)
-            & or_(CareSheet.paid_on > CareSheet.payment_due_on,
-                  CareSheet.paid_on.is_(None) & (CareSheet.payment_due_on < today)))
+            & or_((CareSheet.paid_on > CareSheet.payment_due_on) & (CareSheet.paid_on <= today),
+                  unpaid_then & (CareSheet.payment_due_on < today)))
 
 
 def late_payments(session: Session, *, payee_kind: str, payee_id: uuid.UUID, today: date,
                   since: date | None = None) -> list[CareSheet]:
-    """Return the payee's care sheets the fund paid after their deadline, or has still not paid by `today`
+    """Return the payee's care sheets the fund paid after their deadline, or has still not paid, as seen on `today`
     (those due from `since` on, if given), the oldest deadline first."""
     query = select(CareSheet).where(CareSheet.payee_kind == payee_kind, CareSheet.payee_id == payee_id, _late(today))
     if since is not None:
@@ -511,12 +519,12 @@ def late_payments(session: Session, *, payee_kind: str, payee_id: uuid.UUID, tod
     return list(session.scalars(query.order_by(CareSheet.payment_due_on, CareSheet.number)))
 
 
-LATE_WINDOW = timedelta(days=365)  # the late-payment report's default window: the twelve months before the day
+LATE_WINDOW = timedelta(days=365)  # the late-payment report's default window: the 365 days before the day looked from
 
 
 def days_late(due: date, paid_on: date | None, today: date) -> int:
     """Return how many days after its deadline `due` a sheet was paid (`paid_on`), or is still unpaid on `today`."""
-    return ((paid_on or today) - due).days
+    return ((paid_on if paid_on is not None and paid_on <= today else today) - due).days
 
 
 @dataclass
@@ -578,7 +586,7 @@ def late_payment_report(session: Session, *, today: date, since: date,
     for kind, payee_id, due, paid_on, fund in session.execute(late.execution_options(yield_per=5_000)):
         entry = found.setdefault((kind, payee_id), LatePayee(kind, payee_id, "", ""))
         days = days_late(due, paid_on, today)
-        if paid_on is None:
+        if paid_on is None or paid_on > today:
             entry.overdue, entry.overdue_millimes = entry.overdue + 1, entry.overdue_millimes + fund
         else:
             entry.paid_late, entry.paid_late_millimes = entry.paid_late + 1, entry.paid_late_millimes + fund

@@ -74,7 +74,10 @@ def run(period: Annotated[str, typer.Option(help="YYYY-MM: the month the care sh
               f"says why); write them with `labes payments files {result.number} --out DIR`.")
     console = _console()
     _show_held(console, result)
-    if result.empty:
+    if result.empty and result.held:
+        console.print(f"Run {result.number}: nothing paid for {result.period} on {day.isoformat()} — every payee waiting "
+                      "is held back (above). No statement; the payment file has no row.")
+    elif result.empty:
         console.print(f"Run {result.number}: nothing to pay for {result.period} on {day.isoformat()} — no accepted care "
                       "sheet of the period (or unpaid from before it) is waiting. No statement; the payment file has no row.")
         console.print(f"payment file: {result.payment_file}")
@@ -97,6 +100,9 @@ def run(period: Annotated[str, typer.Option(help="YYYY-MM: the month the care sh
     console.print(table)
     console.print(f"payment file: {result.payment_file}")
     console.print(f"remittance advice: {len(result.advice_files)} files in {result.directory}")
+    if notices := sum(1 for s in result.statements if s.payee_kind == "person" and s.notified):
+        console.print(f"{notices} reimbursement notices queued by SMS: send them on the payment day with "
+                      "`labes sms dispatch`.")
 
 
 def _show_held(console, result) -> None:
@@ -117,7 +123,7 @@ def _show_held(console, result) -> None:
 
 @app.command()
 def late(on: Annotated[str | None, typer.Option(help="The day to look from, YYYY-MM-DD (default: today in Tunisia)")] = None,
-         since: Annotated[str | None, typer.Option(help="Sheets due from this day, YYYY-MM-DD (default: a year before --on)")] = None,
+         since: Annotated[str | None, typer.Option(help="Sheets due from this day, YYYY-MM-DD (default: 365 days before --on)")] = None,
          provider: Annotated[str | None, typer.Option(help="One professional's licence or facility's code: its sheets")] = None,
          csv_out: Annotated[Path | None, typer.Option("--csv", help="Also write the report to this CSV file")] = None,
          ) -> None:

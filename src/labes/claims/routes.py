@@ -38,7 +38,7 @@ def decide_approval(number: str, body: ApprovalDecision, session: DbSession, act
 @router.get("/late-payments", response_model=LatePaymentsRead)
 def late_payment_report(session: DbSession, actor: permitted("payments:read"), since: date | None = None,
                         on: date | None = None, provider: str | None = None) -> dict[str, Any]:
-    """How late the fund pays each provider: sheets due from `since` (default: a year before `on`) to `on` (default today
+    """How late the fund pays each provider: sheets due from `since` (default: 365 days before `on`) to `on` (default today
     in Tunisia) paid after their deadline or still unpaid, those owed the most first; with `provider` (a licence
     or a facility code), that provider alone and its late sheets."""
     today = on or local_day(datetime.now(UTC))

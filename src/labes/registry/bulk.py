@@ -376,8 +376,14 @@ class BulkImport(ABC):
             rows: dict[Any, dict[str, Any]] = {}
             for bundle in bundles:
                 for item in bundle.get(model, ()):
-                    rows[item["id"]] = item  # the last mention of a row in a chunk wins
-            upsert(session, model, [rows[key] for key in sorted(rows)])  # in key order: index pages in turn
+                    # The last mention of a row in a chunk wins, column by column: a column only some rows carry
+                    # (a member's bank account, not the same person's row as someone's dependant) is kept.
+                    rows[item["id"]] = {**rows.get(item["id"], {}), **item}
+            shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+            for key in sorted(rows):  # in key order: index pages in turn
+                shapes.setdefault(tuple(rows[key]), []).append(rows[key])
+            for same_columns in shapes.values():  # one statement names one set of columns
+                upsert(session, model, same_columns)
 
     def _write_row_by_row(self, session: Session, chunk: list[tuple[int, Bundle]],
                           rejected: dict[int, RowError]) -> list[tuple[int, Bundle]]:

@@ -60,10 +60,19 @@ def _governorate(row: dict[str, str], default: str | None = None) -> str:
 
 
 def _bank_account(row: dict[str, str], values: dict[str, Any]) -> None:
-    """Put the row's bank account into `values` if the file has the column (a blank cell: none on record)."""
+    """Put the row's bank account into `values` if the file has the column (a blank cell: none on record).
+
+    In the members feed only the member's row carries one: reimbursements go to the family's insured member, and
+    a dependant may be an insured member elsewhere, whose account a blank cell here must not remove.
+    """
     if "iban" not in row:
         return
     value = row["iban"].strip()
+    if row.get("record_type", "").strip() == "dependant":
+        if value:
+            raise RowError("iban", "a dependant's reimbursements go to the insured member: give the account on "
+                                   "the member's row")
+        return
     try:
         values["iban"] = identifiers.normalize_iban(value) if value else None
     except identifiers.IdentifierError as exc:

@@ -156,7 +156,13 @@ class PersonRead(Schema):
     delegation: str | None
     address: str | None
     death_date: date | None
-    iban: str | None = None
+    iban: str | None = Field(default=None, description="The account reimbursements go to, masked (TN59 •••• 8831): "
+                                                       "agents who read the registry never pay anyone")
+
+    @field_validator("iban")
+    @classmethod
+    def _masked(cls, value: str | None) -> str | None:
+        return identifiers.masked_iban(value) if value else value
 
 
 class Rights(Schema):

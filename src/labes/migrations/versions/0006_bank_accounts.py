@@ -26,6 +26,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # In place on both backends (SQLite ≥ 3.35 drops a column itself): a batch rebuild would drop and re-create
+    # the tables, which foreign keys from other tables forbid once there is data.
     for table, column in reversed(COLUMNS):
-        with op.batch_alter_table(table) as batch_op:
+        with op.batch_alter_table(table, recreate="never") as batch_op:
             batch_op.drop_column(column)
