@@ -668,6 +668,7 @@ class TestCommandLine:
         assert "Held back: 1 providers have no bank account on record" in ran.output
         assert f"professional {licence}" in ran.output and "2 sheets, 26.000 TND" in ran.output
         assert "nothing paid" in ran.output and "every payee waiting is held back" in ran.output
+        assert "TOTAL" not in ran.output  # no empty table of statements after it
 
     def test_late_payments_per_provider(self, cli_runner, committed, tmp_path):
         with committed() as session:

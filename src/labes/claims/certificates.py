@@ -21,7 +21,6 @@ import io
 import json
 import logging
 import re
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
@@ -32,15 +31,13 @@ import rfc8785
 import segno
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from labes.pdf import BilingualPDF
 
 from labes.cards.crypto import Authority, raw_signature, verify_raw
-from labes.claims.payments import statements_of
-from labes.errors import Conflict, NotFound
-from labes.registry.models import Facility, Professional
+from labes.claims.payments import find_provider, payee_key, statements_of
+from labes.errors import NotFound
 
 log = logging.getLogger("labes.claims.certificates")
 
@@ -130,29 +127,11 @@ class Certificate:
 # ---------------------------------------------------------------- reading
 
 
-def find_provider(session: Session, reference: str) -> Professional | Facility:
-    """Return the professional with licence `reference`, or else the facility with that code."""
-    reference = reference.strip().upper()
-    professional = session.scalar(select(Professional).where(Professional.licence == reference))
-    facility = session.scalar(select(Facility).where(Facility.code == reference))
-    if professional is not None and facility is not None:
-        raise Conflict(f"{reference} is both a professional's licence and a facility's code; the registry must "
-                       "tell them apart first.", field="provider")
-    if professional is None and facility is None:
-        raise NotFound(f"No professional licence or facility code {reference}.", field="provider")
-    return professional or facility
-
-
-def payee_key(provider: Professional | Facility) -> tuple[str, uuid.UUID]:
-    """Return the (payee kind, id) under which care sheets and statements name `provider`."""
-    return ("professional" if isinstance(provider, Professional) else "facility"), provider.id
-
-
 def annual_certificate(session: Session, *, provider: str, year: int, issued_on: date,
                        fund: FundIdentity | None = None) -> Certificate:
     """Gather the statements of `provider` (licence or facility code) paid in `year` into a certificate."""
     payee = find_provider(session, provider)
-    kind = "professional" if isinstance(payee, Professional) else "facility"
+    kind, _ = payee_key(payee)
     identifier = payee.licence if kind == "professional" else payee.code
     statements = statements_of(session, payee_kind=kind, payee_id=payee.id, year=year)
     if not statements:

@@ -87,6 +87,7 @@ class StatementSummary:
     payee_name: str
     payee_tax_id: str | None
     payee_iban: str | None
+    payment_method: str
     tax_regime: str | None
     tax_rate_percent: Decimal
     care_sheets: int
@@ -96,10 +97,6 @@ class StatementSummary:
     net_millimes: int
     advice_path: Path
     notified: bool = False  # an SMS tells the insured person (queued for `labes sms dispatch`)
-
-    @property
-    def payment_method(self) -> str:  # a summary is of this run: its payee is paid as it is paid now
-        return payment_method(self.payee_kind, self.payee_iban)
 
 
 @dataclass(frozen=True)
@@ -164,14 +161,10 @@ class _Payee:
     phone: str | None = None  # an insured person's, for the reimbursement notice
     language: str = "ar"
 
-    def payable(self, kind: str) -> bool:
-        """Say whether the fund can pay this payee now: a provider needs a bank account; a person can take a postal order."""
-        return self.iban is not None or kind == "person"
-
 
 def payment_method(payee_kind: str, iban: str | None) -> str:
-    """Return how a payee is paid now: a transfer into `iban`, else a postal order (an insured person; a provider
-    without an account is not paid). A statement keeps its method (`details`): runs before accounts have none."""
+    """Return how a payee is paid now: a transfer into `iban`, else a postal order (an insured person), else ""
+    (a provider without an account: not paid). A statement keeps its method (`details`): older runs have none."""
     return TRANSFER if iban else POSTAL_ORDER if payee_kind == "person" else ""
 
 
@@ -247,7 +240,7 @@ def run_payments(session: Session, *, actor: Actor, period: str, paid_on: date, 
     for sheet in sheets:
         groups.setdefault((sheet.payee_kind, sheet.payee_id), []).append(sheet)
     payees = _payees(session, groups)
-    held = sorted((key for key in groups if not payees[key].payable(key[0])),
+    held = sorted((key for key in groups if not payment_method(key[0], payees[key].iban)),
                   key=lambda key: (PAYEE_KINDS.index(key[0]), payees[key].name, payees[key].identifier))
     sheets_of = {key: groups.pop(key) for key in held}
 
@@ -263,6 +256,7 @@ def run_payments(session: Session, *, actor: Actor, period: str, paid_on: date, 
     summaries: list[StatementSummary] = []
     for offset, key in enumerate(order):
         payee, paid = payees[key], groups[key]
+        method = payment_method(key[0], payee.iban)
         regime = payee.tax_regime
         percent = rules.tax_withheld_percent[regime] if regime else Decimal(0)
         gross = sum(s.fund_millimes for s in paid)
@@ -277,7 +271,7 @@ def run_payments(session: Session, *, actor: Actor, period: str, paid_on: date, 
             details={"payee_identifier": payee.identifier, "address": payee.address,
                      "governorate": payee.governorate, "tax_rate_percent": str(percent),
                      "tax_rule": rules.table_note("tax_withheld") if regime else "no tax on a reimbursement",
-                     "payment_method": payment_method(key[0], payee.iban),
+                     "payment_method": method,
                      "facility_regime_default": key[0] == "facility"},
         )
         session.add(statement)
@@ -285,7 +279,7 @@ def run_payments(session: Session, *, actor: Actor, period: str, paid_on: date, 
         audit.record(session, actor=actor, action="claims:payment:statement", entity_type="provider_statement",
                      entity_id=statement.number,
                      after={"run": run_number, "payee_kind": key[0], "payee": payee.identifier,
-                            "payment_method": statement.details["payment_method"], "tax_regime": regime,
+                            "payment_method": method, "tax_regime": regime,
                             "tax_rate_permille": statement.tax_rate_permille,
                             "care_sheets": len(paid), "late_sheets": late, "gross": gross, "tax_withheld": tax,
                             "net": gross - tax, "paid_on": paid_on.isoformat()})
@@ -295,8 +289,8 @@ def run_payments(session: Session, *, actor: Actor, period: str, paid_on: date, 
                                               paid_on=paid_on, iban=payee.iban))
         summaries.append(StatementSummary(
             number=statement.number, payee_kind=key[0], payee_id=key[1], payee_identifier=payee.identifier,
-            payee_name=payee.name, payee_tax_id=payee.tax_id, payee_iban=payee.iban, tax_regime=regime,
-            tax_rate_percent=percent,
+            payee_name=payee.name, payee_tax_id=payee.tax_id, payee_iban=payee.iban, payment_method=method,
+            tax_regime=regime, tax_rate_percent=percent,
             care_sheets=len(paid), late_sheets=late, gross_millimes=gross, tax_withheld_millimes=tax,
             net_millimes=gross - tax, advice_path=directory / f"{statement.number}.csv",
             notified=key[0] == "person" and bool(payee.phone)))
@@ -416,8 +410,8 @@ def run_files(session: Session, *, run: PaymentRun, out_dir: Path) -> Files:
     files: Files = {payment_file_path(out_dir, run.number): (PAYMENT_FILE_COLUMNS, [
         [s.number, s.payee_kind, (s.details or {}).get("payee_identifier", ""), s.payee_name, s.payee_tax_id or "",
          s.payee_iban or "", (s.details or {}).get("payment_method", ""), s.tax_regime or "",
-         _percent(s.tax_rate_permille), s.care_sheets, s.late_sheets, s.gross_millimes, s.tax_withheld_millimes, s.net_millimes, tnd_amount(s.gross_millimes), tnd_amount(s.tax_withheld_millimes),
-         tnd_amount(s.net_millimes)]
+         _percent(s.tax_rate_permille), s.care_sheets, s.late_sheets, s.gross_millimes, s.tax_withheld_millimes,
+         s.net_millimes, tnd_amount(s.gross_millimes), tnd_amount(s.tax_withheld_millimes), tnd_amount(s.net_millimes)]
         for s in statements])}
     numbers = {s.id: s.number for s in statements}
     advice: dict[uuid.UUID, list[list[Any]]] = {s.id: [] for s in statements}
@@ -500,6 +494,24 @@ def statements_of(session: Session, *, payee_kind: str, payee_id: uuid.UUID, yea
         .order_by(ProviderStatement.paid_on, ProviderStatement.number)))
 
 
+def find_provider(session: Session, reference: str) -> Professional | Facility:
+    """Return the professional with licence `reference`, or else the facility with that code."""
+    reference = reference.strip().upper()
+    professional = session.scalar(select(Professional).where(Professional.licence == reference))
+    facility = session.scalar(select(Facility).where(Facility.code == reference))
+    if professional is not None and facility is not None:
+        raise Conflict(f"{reference} is both a professional's licence and a facility's code; the registry must "
+                       "tell them apart first.", field="provider")
+    if professional is None and facility is None:
+        raise NotFound(f"No professional licence or facility code {reference}.", field="provider")
+    return professional or facility
+
+
+def payee_key(provider: Professional | Facility) -> tuple[str, uuid.UUID]:
+    """Return the (payee kind, id) under which care sheets and statements name `provider`."""
+    return ("professional" if isinstance(provider, Professional) else "facility"), provider.id
+
+
 def _late(today: date):
     """The condition of a sheet that, as seen on `today`, the fund paid after its deadline or still owed past it
     (a payment made after `today` does not count yet: seen from then, the sheet was overdue)."""
@@ -574,8 +586,8 @@ def late_payment_report(session: Session, *, today: date, since: date,
     themselves (streamed), whose days late are counted here, the same on every database.
     """
     if since > today:
-        raise InvalidInput(f"The window starts on {since.isoformat()}, after the day looked from ({today.isoformat()}).",
-                           field="since")
+        raise InvalidInput(f"The window starts on {since.isoformat()}, after the day looked from "
+                           f"({today.isoformat()}).", field="since")
     window = [CareSheet.payment_due_on >= since, CareSheet.payment_due_on <= today,
               CareSheet.status.in_(("accepted", "paid")), CareSheet.payee_kind.in_(payee_kinds)]
     if payee is not None:
@@ -603,6 +615,40 @@ def late_payment_report(session: Session, *, today: date, since: date,
     for key, entry in found.items():
         entry.payee_identifier, entry.payee_name = names[key].identifier, names[key].name
     return sorted(found.values(), key=lambda e: (-e.overdue_millimes, -e.late, e.payee_kind, e.payee_identifier))
+
+
+@dataclass(frozen=True)
+class LateSheet:
+    """One provider's late sheet, as the report lists it (and the API answers it: claims/schemas.py)."""
+
+    number: str
+    care_date: date
+    payment_due_on: date
+    paid_on: date | None
+    fund_millimes: int
+    days_late: int
+
+
+@dataclass(frozen=True)
+class LatePayments:
+    """The late-payment report as the fund's finance staff read it (`labes payments late`, the API)."""
+
+    today: date
+    since: date
+    payees: list[LatePayee]
+    sheets: list[LateSheet]  # with a provider: its late sheets
+
+
+def late_payments_seen(session: Session, *, today: date, since: date | None = None,
+                       provider: str | None = None) -> LatePayments:
+    """Return the report of the sheets due from `since` (default: LATE_WINDOW before `today`) to `today`, for every
+    provider, or for `provider` (a licence or a facility code) with its late sheets."""
+    since = since or today - LATE_WINDOW
+    key = payee_key(find_provider(session, provider)) if provider else None
+    sheets = late_payments(session, payee_kind=key[0], payee_id=key[1], today=today, since=since) if key else []
+    return LatePayments(today, since, late_payment_report(session, today=today, since=since, payee=key), [
+        LateSheet(s.number, s.care_date, s.payment_due_on, s.paid_on, s.fund_millimes,
+                  days_late(s.payment_due_on, s.paid_on, today)) for s in sheets])
 
 
 def late_report_rows(report: Iterable[LatePayee]) -> list[list[Any]]:

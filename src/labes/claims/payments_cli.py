@@ -74,12 +74,11 @@ def run(period: Annotated[str, typer.Option(help="YYYY-MM: the month the care sh
               f"says why); write them with `labes payments files {result.number} --out DIR`.")
     console = _console()
     _show_held(console, result)
-    if result.empty and result.held:
-        console.print(f"Run {result.number}: nothing paid for {result.period} on {day.isoformat()} — every payee waiting "
-                      "is held back (above). No statement; the payment file has no row.")
-    elif result.empty:
-        console.print(f"Run {result.number}: nothing to pay for {result.period} on {day.isoformat()} — no accepted care "
-                      "sheet of the period (or unpaid from before it) is waiting. No statement; the payment file has no row.")
+    if result.empty:
+        why = ("nothing paid", "every payee waiting is held back (above)") if result.held else (
+            "nothing to pay", "no accepted care sheet of the period (or unpaid from before it) is waiting")
+        console.print(f"Run {result.number}: {why[0]} for {result.period} on {day.isoformat()} — {why[1]}. "
+                      "No statement; the payment file has no row.")
         console.print(f"payment file: {result.payment_file}")
         return
     table = Table(title=f"Payment run {result.number} — period {result.period}, paid on {day.isoformat()}")
@@ -100,7 +99,7 @@ def run(period: Annotated[str, typer.Option(help="YYYY-MM: the month the care sh
     console.print(table)
     console.print(f"payment file: {result.payment_file}")
     console.print(f"remittance advice: {len(result.advice_files)} files in {result.directory}")
-    if notices := sum(1 for s in result.statements if s.payee_kind == "person" and s.notified):
+    if notices := sum(1 for s in result.statements if s.notified):
         console.print(f"{notices} reimbursement notices queued by SMS: send them on the payment day with "
                       "`labes sms dispatch`.")
 
@@ -131,45 +130,38 @@ def late(on: Annotated[str | None, typer.Option(help="The day to look from, YYYY
     or still owes past it."""
     from rich.table import Table
 
-    from labes.claims.certificates import find_provider, payee_key
     from labes.claims.decision import tnd
-    from labes.claims.payments import (
-        LATE_REPORT_COLUMNS, LATE_WINDOW, days_late, late_payment_report, late_payments, late_report_rows, write_csv,
-    )
+    from labes.claims.payments import LATE_REPORT_COLUMNS, late_payments_seen, late_report_rows, write_csv
     from labes.db import session_scope
 
-    today = _day(on, "--on")
-    start = _day(since, "--since") if since else today - LATE_WINDOW
     try:
         with session_scope() as session:
-            key = payee_key(find_provider(session, provider)) if provider else None
-            report = late_payment_report(session, today=today, since=start, payee=key)
-            sheets = late_payments(session, payee_kind=key[0], payee_id=key[1], today=today, since=start) if key else []
-            listed = [(s.number, s.care_date, s.payment_due_on, s.paid_on, s.fund_millimes,
-                       days_late(s.payment_due_on, s.paid_on, today)) for s in sheets]
+            seen = late_payments_seen(session, today=_day(on, "--on"), provider=provider,
+                                      since=_day(since, "--since") if since else None)
     except LabesError as exc:
         _fail(exc.message)
     console = _console()
-    if not report:
-        console.print(f"No late payment: every sheet due from {start.isoformat()} to {today.isoformat()} was paid by "
-                      "its deadline.")
+    window = f"{seen.since.isoformat()} to {seen.today.isoformat()}"
+    if not seen.payees:
+        console.print(f"No late payment: every sheet due from {window} was paid by its deadline.")
     else:
-        table = Table(title=f"Late payments, sheets due {start.isoformat()} to {today.isoformat()}")
+        table = Table(title=f"Late payments, sheets due {window}")
         for column in ("payee", "identifier", "kind", "due", "on time", "paid late", "overdue", "still owed",
                        "days late (avg / most)"):
             table.add_column(column, justify="left" if column in ("payee", "identifier", "kind") else "right")
-        for e in report[:SHOWN]:
+        for e in seen.payees[:SHOWN]:
             table.add_row(e.payee_name, e.payee_identifier, e.payee_kind, str(e.sheets_due), f"{e.on_time_percent}%",
                           str(e.paid_late), str(e.overdue), tnd(e.overdue_millimes),
                           f"{e.average_days_late} / {e.most_days_late}")
-        if len(report) > SHOWN:
-            table.add_row(f"and {len(report) - SHOWN} more payees", *[""] * 8)
+        if len(seen.payees) > SHOWN:
+            table.add_row(f"and {len(seen.payees) - SHOWN} more payees", *[""] * 8)
         console.print(table)
-    for number, care_date, due, paid_on, fund, days in listed:
-        console.print(f"  {number} of {care_date.isoformat()}: due {due.isoformat()}, "
-                      + (f"paid {paid_on.isoformat()}" if paid_on else "unpaid") + f", {days} days late, {tnd(fund)}")
+    for s in seen.sheets:
+        console.print(f"  {s.number} of {s.care_date.isoformat()}: due {s.payment_due_on.isoformat()}, "
+                      + (f"paid {s.paid_on.isoformat()}" if s.paid_on else "unpaid")
+                      + f", {s.days_late} days late, {tnd(s.fund_millimes)}")
     if csv_out is not None:
-        write_csv(csv_out, LATE_REPORT_COLUMNS, late_report_rows(report))
+        write_csv(csv_out, LATE_REPORT_COLUMNS, late_report_rows(seen.payees))
         console.print(f"report written to {csv_out}")
 
 

@@ -9,7 +9,6 @@ from fastapi import APIRouter
 
 from labes.care.transactions import local_day
 from labes.claims import approvals, payments
-from labes.claims.certificates import find_provider, payee_key
 from labes.claims.schemas import ApprovalDecision, ApprovalRead, LatePaymentsRead
 from labes.security.deps import DbSession, UnitOfWorkRoute, permitted
 
@@ -38,16 +37,10 @@ def decide_approval(number: str, body: ApprovalDecision, session: DbSession, act
 @router.get("/late-payments", response_model=LatePaymentsRead)
 def late_payment_report(session: DbSession, actor: permitted("payments:read"), since: date | None = None,
                         on: date | None = None, provider: str | None = None) -> dict[str, Any]:
-    """How late the fund pays each provider: sheets due from `since` (default: 365 days before `on`) to `on` (default today
-    in Tunisia) paid after their deadline or still unpaid, those owed the most first; with `provider` (a licence
+    """How late the fund pays each provider: sheets due from `since` (default: 365 days before `on`) to `on` (default
+    today in Tunisia) paid after their deadline or still unpaid, those owed the most first; with `provider` (a licence
     or a facility code), that provider alone and its late sheets."""
-    today = on or local_day(datetime.now(UTC))
-    start = since or today - payments.LATE_WINDOW
-    key = payee_key(find_provider(session, provider)) if provider else None
-    report = payments.late_payment_report(session, today=today, since=start, payee=key)
-    sheets = payments.late_payments(session, payee_kind=key[0], payee_id=key[1], today=today, since=start) if key else []
-    return {"today": today, "since": start,
-            "payees": [dict(zip(payments.LATE_REPORT_COLUMNS, row)) for row in payments.late_report_rows(report)],
-            "sheets": [{"number": s.number, "care_date": s.care_date, "payment_due_on": s.payment_due_on,
-                        "paid_on": s.paid_on, "fund_millimes": s.fund_millimes,
-                        "days_late": payments.days_late(s.payment_due_on, s.paid_on, today)} for s in sheets]}
+    seen = payments.late_payments_seen(session, today=on or local_day(datetime.now(UTC)), since=since,
+                                       provider=provider)
+    return {"today": seen.today, "since": seen.since, "sheets": seen.sheets,
+            "payees": [dict(zip(payments.LATE_REPORT_COLUMNS, row)) for row in payments.late_report_rows(seen.payees)]}

@@ -6,6 +6,7 @@ from datetime import date, datetime
 
 from pydantic import Field
 
+from labes.claims.payments import LateSheet
 from labes.schemas import Schema
 
 
@@ -33,7 +34,7 @@ class ApprovalDecision(Schema):
 
 class LatePayeeRead(Schema):
     payee_kind: str
-    payee_identifier: str = Field(description="The professional's licence, the facility's code (or the insured's social ID)")
+    payee_identifier: str = Field(description="The professional's licence or the facility's code")
     payee_name: str
     sheets_due: int = Field(description="Sheets whose payment deadline fell in the window")
     on_time_percent: float
@@ -45,17 +46,9 @@ class LatePayeeRead(Schema):
     most_days_late: int
 
 
-class LateSheetRead(Schema):
-    number: str
-    care_date: date
-    payment_due_on: date
-    paid_on: date | None
-    fund_millimes: int
-    days_late: int
-
-
 class LatePaymentsRead(Schema):
     today: date
     since: date
     payees: list[LatePayeeRead]
-    sheets: list[LateSheetRead] = Field(default_factory=list, description="One provider's late sheets (with ?provider=)")
+    sheets: list[LateSheet] = Field(default_factory=list,
+                                        description="One provider's late sheets (with ?provider=)")

@@ -64,22 +64,25 @@ def normalize_iban(text: str) -> str:
     """
     value = ascii_digits(text).replace(" ", "").replace("-", "").upper()
     if not value.startswith("TN") and not (len(value) == 20 and value.isdigit()):
-        raise IdentifierError(f"The fund pays to Tunisian accounts only: give a TN IBAN or a 20-digit RIB; got {text!r}.")
+        raise IdentifierError("The fund pays to Tunisian accounts only: give a TN IBAN or a 20-digit RIB; "
+                              f"got {text!r}.")
     try:
-        iban = IBAN(value, validate_bban=True) if value.startswith("TN") else IBAN.from_bban("TN", value)
-        if not value.startswith("TN"):
-            iban.validate(validate_bban=True)  # a RIB: its key checked as an IBAN's would be
+        iban = IBAN(value) if value.startswith("TN") else IBAN.from_bban("TN", value)  # a RIB: its IBAN
+        iban.validate(validate_bban=True)
         return iban.compact
     except SchwiftyException as exc:
         raise IdentifierError(f"{text!r} is not a valid Tunisian bank account ({_reason(exc)}); "
                               "check it against the bank's RIB.") from None
 
 
-def _reason(exc: SchwiftyException) -> str:
-    return {"InvalidLength": "an IBAN has 24 characters, a RIB 20 digits",
+_REASONS = {"InvalidLength": "an IBAN has 24 characters, a RIB 20 digits",
             "InvalidChecksumDigits": "its IBAN check digits are wrong",
             "InvalidBBANChecksum": "its RIB key, the last two digits, is wrong",
-            "InvalidStructure": "an IBAN is TN, two check digits and the 20 digits of the RIB"}.get(type(exc).__name__, str(exc))
+            "InvalidStructure": "an IBAN is TN, two check digits and the 20 digits of the RIB"}
+
+
+def _reason(exc: SchwiftyException) -> str:
+    return _REASONS.get(type(exc).__name__, str(exc))
 
 
 def masked_iban(iban: str) -> str:

@@ -60,7 +60,7 @@ class Person(Base):
     delegation: Mapped[str | None] = mapped_column(String(80))
     address: Mapped[str | None] = mapped_column(String(200))
     death_date: Mapped[date | None] = mapped_column(Date)
-    iban: Mapped[str | None] = mapped_column(String(34))  # where the fund pays their reimbursements (identifiers.normalize_iban)
+    iban: Mapped[str | None] = mapped_column(String(34))  # where reimbursements go (identifiers.normalize_iban)
     search_lat: Mapped[str] = mapped_column(SearchKey)
     search_ar: Mapped[str] = mapped_column(SearchKey)
 
@@ -154,7 +154,8 @@ class AmenMember(Base):
 
 
 class ProviderDetails:
-    """Where a provider is, its sector, its contract with the fund, its tax ID and bank account (facilities and professionals)."""
+    """Where a provider is, its sector, its contract with the fund, its tax ID and bank account (facilities and
+    professionals)."""
 
     governorate: Mapped[str] = mapped_column(String(3), index=True)
     delegation: Mapped[str | None] = mapped_column(String(80))

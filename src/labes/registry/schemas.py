@@ -17,27 +17,6 @@ from labes.registry.reference import chronic_disease_codes, governorate_codes
 from labes.schemas import Schema
 
 
-def _cin(value: str) -> str:
-    try:
-        return identifiers.normalize_cin(value)
-    except identifiers.IdentifierError as exc:
-        raise ValueError(str(exc)) from None
-
-
-def _social_id(value: str) -> str:
-    try:
-        return identifiers.normalize_social_id(value)
-    except identifiers.IdentifierError as exc:
-        raise ValueError(str(exc)) from None
-
-
-def _iban(value: str) -> str:
-    try:
-        return identifiers.normalize_iban(value)
-    except identifiers.IdentifierError as exc:
-        raise ValueError(str(exc)) from None
-
-
 def _governorate(value: str) -> str:
     value = value.upper()
     if value not in governorate_codes():
@@ -78,11 +57,12 @@ def refuse_null(*fields: str):
     return field_validator(*fields)(_present)
 
 
-Cin = Annotated[str, AfterValidator(_cin)]
-SocialId = Annotated[str, AfterValidator(_social_id)]
+# identifiers.IdentifierError is a ValueError: pydantic reports its message as the field's error.
+Cin = Annotated[str, AfterValidator(identifiers.normalize_cin)]
+SocialId = Annotated[str, AfterValidator(identifiers.normalize_social_id)]
 Governorate = Annotated[str, AfterValidator(_governorate)]
 Phone = Annotated[str, AfterValidator(_phone)]
-Iban = Annotated[str, AfterValidator(_iban), Field(
+Iban = Annotated[str, AfterValidator(identifiers.normalize_iban), Field(
     description="Bank account the fund pays into: a Tunisian IBAN (TN59 1000 6035 1835 9847 8831) or the 20-digit "
                 "RIB; stored as the compact IBAN", examples=["TN5910006035183598478831"])]
 Name = Annotated[str, Field(min_length=1, max_length=80)]
