@@ -4,7 +4,8 @@
 
 Uses the database and cards `poc_bench.py` left in --workdir (run it first). Signs --requests rights checks or
 care sheets (not timed), then posts them one after the other straight to the ASGI app and prints the process's
-CPU and the wall time per request. A change's effect shows here when the HTTP benchmark's run-to-run noise
+CPU, PostgreSQL's (all its processes: the sealer's and autovacuum's work too) and the wall time per
+request. A change's effect shows here when the HTTP benchmark's run-to-run noise
 hides it: run old and new in turn.
 """
 
@@ -16,27 +17,32 @@ import os
 import random
 import sys
 import time
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import emit, existing_database, machine, parser, workdir  # noqa: E402
-from poc_bench import prepare_cards, request_content  # noqa: E402
+from poc_bench import cpu_seconds, prepare_cards, request_content  # noqa: E402
 
 PATHS = {"rights-check": "/api/v1/care/rights-checks", "care-sheet": "/api/v1/care/care-sheets"}
 
 
-def signed_bodies(terminals, patients, secret: bytes, *, action: str, count: int, seed: int) -> list[bytes]:
+def signed_bodies(terminals, patients, secret: bytes, *, action: str, count: int, seed: int,
+                  distinct: bool = False) -> list[bytes]:
+    """Sign `count` requests by random terminals for random patients (`distinct`: each patient once, as far as
+    there are patients)."""
     from labes.care import protocol
     from labes.terminal import Terminal
 
     rng = random.Random(seed)
     clients = [Terminal("http://unused", facility=facility, card=card) for card, facility in terminals]
     today = date.today().isoformat()
+    drawn = rng.sample(patients, min(count, len(patients))) if distinct else []
     out = []
-    for _ in range(count):
-        terminal, patient = rng.choice(clients), rng.choice(patients)
+    for index in range(count):
+        terminal = rng.choice(clients)
+        patient = drawn[index] if index < len(drawn) else rng.choice(patients)
         content = request_content(action, today)
         challenge = protocol.issue_challenge(secret, now=datetime.now(UTC)).token
         body = terminal.sign(action, content, patient_card=patient, challenge=challenge, client_key=content.get("client_key"))
@@ -71,17 +77,38 @@ async def measure(app, path: str, warm: list[bytes], timed: list[bytes]) -> dict
     async with app.router.lifespan_context(app):
         for body in warm:
             await post(app, path, body)
+        database = cpu_seconds(os.getpgrp())["postgres"]
         cpu, wall = time.process_time(), time.perf_counter()
         statuses = [await post(app, path, body) for body in timed]
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        database = cpu_seconds(os.getpgrp())["postgres"] - database
     failed = sum(1 for status in statuses if status >= 300)
-    return {"cpu_ms": round(cpu * 1000 / len(timed), 3), "wall_ms": round(wall * 1000 / len(timed), 3), "failed": failed}
+    return {"cpu_ms": round(cpu * 1000 / len(timed), 3), "db_cpu_ms": round(database * 1000 / len(timed), 3),
+            "wall_ms": round(wall * 1000 / len(timed), 3), "failed": failed}
+
+
+def age_patients_cards(url: str, *, hours: float) -> None:
+    """Note every patient's card as last used `hours` ago."""
+    from sqlalchemy import update
+
+    from labes.cards.models import Card
+    from labes.db import make_engine
+
+    engine = make_engine(url)
+    with engine.begin() as connection:
+        connection.execute(update(Card).where(Card.card_type != "professional")
+                           .values(last_used_at=datetime.now(UTC) - timedelta(hours=hours)))
+    engine.dispose()
 
 
 def main() -> None:
     p = parser(__doc__)
     p.add_argument("--action", choices=sorted(PATHS), default="rights-check")
     p.add_argument("--requests", type=int, default=1500)
+    p.add_argument("--stale-cards", action="store_true",
+                   help="as on a real day, when a patient's card is seldom checked twice within the hour: each request "
+                        "has its own patient (up to the cards there are), whose card was last used two hours ago, so "
+                        "each request notes its card's use")
     args = p.parse_args()
 
     where = workdir(args)
@@ -98,10 +125,12 @@ def main() -> None:
     terminals, patients = prepare_cards(url, keys_dir, cards_dir, patients=0, doctors=20, seed=args.seed)
     secret = challenge_secret(keys_dir)
     bodies = signed_bodies(terminals, patients, secret, action=args.action, count=args.requests + 50,
-                           seed=int(time.time()))
+                           seed=int(time.time()), distinct=args.stale_cards)
+    if args.stale_cards:
+        age_patients_cards(url, hours=2)
     result = asyncio.run(measure(create_app(), PATHS[args.action], bodies[:50], bodies[50:]))
     emit({"bench": "poc_cpu", "db": args.db, "members": args.members, "action": args.action,
-          "requests": args.requests, **result, "at": datetime.now(UTC).isoformat(timespec="seconds"),
+          "requests": args.requests, "stale_cards": args.stale_cards, **result, "at": datetime.now(UTC).isoformat(timespec="seconds"),
           "machine": machine()})
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import anyio
 import httpx2
@@ -20,6 +20,7 @@ from starlette.testclient import TestClient
 
 from labes.cards.models import Card
 from labes.care.models import CareSheet, Dispensation, PrescriptionLine
+from labes.care.transactions import utc
 from labes.db import make_engine
 from labes.security.models import AuditEvent
 from labes.terminal import Terminal
@@ -219,3 +220,85 @@ def test_a_reading_request_cannot_write(committed):
         session.add(UsedChallenge(nonce="a-reading-write", expires_at=datetime.now(UTC)))
         with pytest.raises(RuntimeError, match="tried to write"):
             session.flush()
+
+
+class TestLastUse:
+    """A card's last use is kept to the hour. A rights check notes it with its last statement, the one that spends
+    its challenge and writes its audit event (in autocommit on PostgreSQL), and only if it is accepted."""
+
+    @staticmethod
+    def last_used(committed, serials: list[str]) -> list[datetime | None]:
+        with committed() as session:
+            found = dict(session.execute(select(Card.serial, Card.last_used_at).where(Card.serial.in_(serials))).all())
+        return [utc(found[serial]) for serial in serials]
+
+    @staticmethod
+    def age(committed, serials: list[str], *, hours: float) -> datetime:
+        earlier = (datetime.now(UTC) - timedelta(hours=hours)).replace(microsecond=0)
+        with committed() as session:
+            session.execute(update(Card).where(Card.serial.in_(serials)).values(last_used_at=earlier))
+            session.commit()
+        return earlier
+
+    @pytest.fixture
+    def shared(self, shared):
+        """The cards put in use by a first check (a card's first use is a writing request)."""
+        world, app, _ = shared
+        assert self.check(app, world)[1].status_code == 200
+        return shared
+
+    @staticmethod
+    def check(app, world, body: dict | None = None):
+        doctor = world.doctor_at_clinic
+        body = body or doctor.sign("rights-check", {}, patient_card=world.cards["patient"], challenge=doctor.challenge())
+        with TestClient(app) as client:
+            return body, client.post("/api/v1/care/rights-checks", json=body)
+
+    def test_a_check_notes_the_use_of_cards_last_used_over_an_hour_ago(self, shared):
+        world, app, committed = shared
+        serials = [world.cards["patient"].serial, world.cards["doctor"].serial]
+        self.age(committed, serials, hours=3)
+        started = datetime.now(UTC).replace(microsecond=0)
+        assert self.check(app, world)[1].status_code == 200
+        assert all(used >= started for used in self.last_used(committed, serials))
+
+    def test_a_card_used_within_the_hour_is_not_written_again(self, shared):
+        world, app, committed = shared
+        serials = [world.cards["patient"].serial, world.cards["doctor"].serial]
+        recent = self.age(committed, serials, hours=0.5)
+        assert self.check(app, world)[1].status_code == 200
+        assert self.last_used(committed, serials) == [recent, recent]
+
+    def test_only_the_card_whose_use_is_old_is_noted(self, shared):
+        world, app, committed = shared
+        patient, doctor = world.cards["patient"].serial, world.cards["doctor"].serial
+        recent = self.age(committed, [doctor], hours=0.25)
+        self.age(committed, [patient], hours=2)
+        started = datetime.now(UTC).replace(microsecond=0)
+        assert self.check(app, world)[1].status_code == 200
+        noted_patient, kept_doctor = self.last_used(committed, [patient, doctor])
+        assert kept_doctor == recent and noted_patient >= started
+
+    def test_a_refused_replay_notes_no_use(self, shared):
+        world, app, committed = shared
+        serials = [world.cards["patient"].serial, world.cards["doctor"].serial]
+        body, answer = self.check(app, world)
+        assert answer.status_code == 200
+        earlier = self.age(committed, serials, hours=2)
+        with committed() as session:
+            audited = _rights_events(session, world.cards["patient"].serial)
+        _, again = self.check(app, world, body)
+        assert again.status_code == 403 and "already been used" in again.json()["detail"]
+        assert self.last_used(committed, serials) == [earlier, earlier]
+        with committed() as session:
+            assert _rights_events(session, world.cards["patient"].serial) == audited
+
+    def test_a_forged_check_notes_no_use(self, shared):
+        world, app, committed = shared
+        serials = [world.cards["patient"].serial, world.cards["doctor"].serial]
+        earlier = self.age(committed, serials, hours=2)
+        doctor = world.doctor_at_clinic
+        body = doctor.sign("rights-check", {}, patient_card=world.cards["patient"], challenge=doctor.challenge())
+        body["transaction"]["signatures"][1]["signature"] = body["transaction"]["signatures"][0]["signature"]
+        assert self.check(app, world, body)[1].status_code == 403
+        assert self.last_used(committed, serials) == [earlier, earlier]
