@@ -225,12 +225,17 @@ class TestFiles:
         assert [r["payee_kind"] for r in rows] == ["professional", "professional", "person"]
         advice = read_csv(result.directory / f"{doctor['statement']}.csv")
         assert [r["care_sheet"] for r in advice] == sorted([month["first"]["number"], month["second"]["number"]])
-        assert advice[0] == {"care_sheet": advice[0]["care_sheet"], "care_date": TODAY.isoformat(),
+        assert advice[0] == {"statement": doctor["statement"], "paid_on": (TODAY + timedelta(days=16)).isoformat(),
+                             "payment_method": "transfer", "account": f"{world.doctor.iban[:4]} •••• {world.doctor.iban[-4:]}",
+                             "care_sheet": advice[0]["care_sheet"], "care_date": TODAY.isoformat(),
                              "kind": "consultation", "patient_initials": "M.B.S.", "fund_millimes": "13000",
                              "fund_tnd": "13.000", "payment_due_on": (TODAY + timedelta(days=15)).isoformat(),
                              "paid_late": "yes"}
         insured = next(r for r in rows if r["payee_kind"] == "person")
-        assert read_csv(result.directory / f"{insured['statement']}.csv")[0]["paid_late"] == "no"
+        insured_advice = read_csv(result.directory / f"{insured['statement']}.csv")[0]
+        assert insured_advice["paid_late"] == "no"
+        # The family gave no account: a postal order, and no account named.
+        assert (insured_advice["payment_method"], insured_advice["account"]) == ("postal-order", "")
         everything = "".join(p.read_text(encoding="utf-8-sig") for p in result.advice_files)
         assert "Mohamed" not in everything and "Ben Salah" not in everything  # never a patient's name
 

@@ -67,8 +67,8 @@ PAYMENT_FILE_COLUMNS = (
     "tax_rate_percent", "care_sheets", "late_sheets", "gross_millimes", "tax_withheld_millimes", "net_millimes",
     "gross_tnd", "tax_withheld_tnd", "net_tnd",
 )
-ADVICE_COLUMNS = ("care_sheet", "care_date", "kind", "patient_initials", "fund_millimes", "fund_tnd",
-                  "payment_due_on", "paid_late")
+ADVICE_COLUMNS = ("statement", "paid_on", "payment_method", "account", "care_sheet", "care_date", "kind",
+                  "patient_initials", "fund_millimes", "fund_tnd", "payment_due_on", "paid_late")
 _PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 _CHUNK = 500  # ids per UPDATE … WHERE id IN (…): well under SQLite's and PostgreSQL's parameter limits
 _FILES_KEY = "labes_payment_files"
@@ -414,6 +414,10 @@ def run_files(session: Session, *, run: PaymentRun, out_dir: Path) -> Files:
          s.net_millimes, tnd_amount(s.gross_millimes), tnd_amount(s.tax_withheld_millimes), tnd_amount(s.net_millimes)]
         for s in statements])}
     numbers = {s.id: s.number for s in statements}
+    # Each row says which payment it belongs to, as the payee's bank statement shows it: the statement number
+    # (the transfer's reference), the day, and the account credited (masked: the advice is mailed) or the postal order.
+    paid = {s.id: [s.number, s.paid_on.isoformat(), (s.details or {}).get("payment_method", ""),
+                   masked_iban(s.payee_iban) if s.payee_iban else ""] for s in statements}
     advice: dict[uuid.UUID, list[list[Any]]] = {s.id: [] for s in statements}
     for chunk in _in_chunks(numbers):
         rows = session.execute(
@@ -425,7 +429,7 @@ def run_files(session: Session, *, run: PaymentRun, out_dir: Path) -> Files:
         for r in rows:
             late = r.payment_due_on is not None and r.paid_on is not None and r.payment_due_on < r.paid_on
             advice[r.statement_id].append([
-                r.number, r.care_date.isoformat(), r.kind, initials(r.first_name_lat, r.last_name_lat),
+                *paid[r.statement_id], r.number, r.care_date.isoformat(), r.kind, initials(r.first_name_lat, r.last_name_lat),
                 r.fund_millimes, tnd_amount(r.fund_millimes), r.payment_due_on.isoformat() if r.payment_due_on else "",
                 "yes" if late else "no"])
     for statement_id, rows in advice.items():
