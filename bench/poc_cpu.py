@@ -17,13 +17,13 @@ import os
 import random
 import sys
 import time
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import emit, existing_database, machine, parser, workdir  # noqa: E402
-from poc_bench import cpu_seconds, prepare_cards, request_content  # noqa: E402
+from poc_bench import age_patients_cards, cpu_seconds, prepare_cards, request_content  # noqa: E402
 
 PATHS = {"rights-check": "/api/v1/care/rights-checks", "care-sheet": "/api/v1/care/care-sheets"}
 
@@ -87,20 +87,6 @@ async def measure(app, path: str, warm: list[bytes], timed: list[bytes]) -> dict
             "wall_ms": round(wall * 1000 / len(timed), 3), "failed": failed}
 
 
-def age_patients_cards(url: str, *, hours: float) -> None:
-    """Note every patient's card as last used `hours` ago."""
-    from sqlalchemy import update
-
-    from labes.cards.models import Card
-    from labes.db import make_engine
-
-    engine = make_engine(url)
-    with engine.begin() as connection:
-        connection.execute(update(Card).where(Card.card_type != "professional")
-                           .values(last_used_at=datetime.now(UTC) - timedelta(hours=hours)))
-    engine.dispose()
-
-
 def main() -> None:
     p = parser(__doc__)
     p.add_argument("--action", choices=sorted(PATHS), default="rights-check")
@@ -127,7 +113,11 @@ def main() -> None:
     bodies = signed_bodies(terminals, patients, secret, action=args.action, count=args.requests + 50,
                            seed=int(time.time()), distinct=args.stale_cards)
     if args.stale_cards:
-        age_patients_cards(url, hours=2)
+        from labes.db import make_engine
+
+        engine = make_engine(url)
+        age_patients_cards(engine, hours=2)
+        engine.dispose()
     result = asyncio.run(measure(create_app(), PATHS[args.action], bodies[:50], bodies[50:]))
     emit({"bench": "poc_cpu", "db": args.db, "members": args.members, "action": args.action,
           "requests": args.requests, "stale_cards": args.stale_cards, **result, "at": datetime.now(UTC).isoformat(timespec="seconds"),
