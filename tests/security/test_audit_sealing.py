@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 from fastapi.testclient import TestClient
@@ -356,3 +358,15 @@ class TestCommands:
         assert result.exit_code == 0, result.output
         assert result.stdout.startswith("sealed 2 events\naudit trail intact: 2 events, head ")
         assert pending(committed) == 0
+
+
+@pytest.mark.parametrize("moment", [
+    datetime(2026, 12, 4, 8, 46, 48, 123456, tzinfo=UTC),
+    datetime(2026, 12, 4, 8, 46, 48, tzinfo=UTC),  # no microseconds: still six digits
+    datetime(2026, 12, 4, 0, 30, 0, 5, tzinfo=ZoneInfo("Africa/Tunis")),  # 23:30 UTC the day before
+    datetime(2026, 12, 4, 8, 46, 48, 7),  # naive, as SQLite hands it back: UTC
+])
+def test_timestamps_are_spelled_as_the_chains_already_sealed_spell_them(moment):
+    """Sealed hashes cover the event's time as spelled when they were sealed: the spelling may never change."""
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    assert audit._timestamp(moment) == aware.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
