@@ -259,6 +259,7 @@ def main() -> None:
     from sqlalchemy import func, select
     from sqlalchemy.orm import sessionmaker
 
+    from labes.care.transactions import purge_used_challenges
     from labes.db import make_engine
     from labes.registry.importer import MembersImport, ProvidersImport
     from labes.registry.models import Member, Person
@@ -285,6 +286,9 @@ def main() -> None:
     engine = make_engine(url)
     with sessionmaker(bind=engine)() as session:
         persons = session.scalar(select(func.count()).select_from(Person))
+        # As a server's scheduled `labes care purge-challenges` does: earlier runs' used challenges have expired.
+        purge_used_challenges(session, now=datetime.now(UTC))
+        session.commit()
     if args.db == "postgresql":
         # Earlier runs' dead rows (sealed audit events, cards' last use, families' usage) are cleared first, so
         # runs compare: a server with autovacuum off (as on the benchmark machine) would otherwise slow down
