@@ -23,7 +23,7 @@ from sqlalchemy import bindparam, delete, func, literal_column, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
-from sqlalchemy.sql import any_, true
+from sqlalchemy.sql import any_
 
 from labes.cards import lifecycle
 from labes.cards import service as cards
@@ -79,24 +79,24 @@ FACILITY_COLUMNS = (Facility.id, Facility.code, Facility.kind, Facility.name_ar,
 # than the round trips. One read brings each card with its holder (a person or a professional), the
 # facility named in the transaction, and whether the professional practises there.
 def _cards_read(*, lateral: bool):
-    """The cards read. `lateral` (PostgreSQL): the professional and the practice are LATERAL lookups of one row
-    each, so the plan probes their indexes whatever the registry's size; with plain joins PostgreSQL's generic
-    plan hashes both whole tables while they hold a few hundred rows (a region's, or the benchmark's
-    registry): ≈ 0.1 ms of its CPU a request instead of a few µs. SQLite has no LATERAL, and always probes."""
-    professional = (select(*PROFESSIONAL_COLUMNS).where(Professional.id == Card.holder_professional_id).limit(1)
-                    .lateral("holder_professional") if lateral else Professional)
-    practices = (Practice.facility_id == Facility.id) & (Practice.professional_id == Card.holder_professional_id)
-    practice = select(Practice.id).where(practices).limit(1).lateral("holder_practice") if lateral else Practice
+    """The cards read. `lateral` (PostgreSQL): the holding professional is a LATERAL lookup of one row, so the plan
+    probes its index whatever the registry's size; joined as a table, PostgreSQL's generic plan hashes the whole
+    table while it holds a few hundred rows (a region's, or the benchmark's registry): ≈ 0.1 ms of its CPU a request
+    instead of a few µs. SQLite has no LATERAL, and always probes. The practice is a correlated lookup on both."""
+    holder = select(*PROFESSIONAL_COLUMNS)
+    holder = (holder.where(Professional.id == Card.holder_professional_id).limit(1).lateral("holder_professional")
+              if lateral else holder.subquery("holder_professional"))
+    practice = (select(Practice.id).where(Practice.facility_id == Facility.id,
+                                          Practice.professional_id == Card.holder_professional_id)
+                .limit(1).scalar_subquery())
     return (select(*_labelled("card", (Card.id, Card.serial, Card.card_type, Card.state, Card.public_key,
                                        Card.last_used_at)),
-                   *_labelled("person", PERSON_COLUMNS),
-                   *_labelled("professional", professional.c if lateral else PROFESSIONAL_COLUMNS),
-                   *_labelled("facility", FACILITY_COLUMNS), (practice.c.id if lateral else Practice.id).label("practice__id"))
+                   *_labelled("person", PERSON_COLUMNS), *_labelled("professional", holder.c),
+                   *_labelled("facility", FACILITY_COLUMNS), practice.label("practice__id"))
             .select_from(Card)
             .outerjoin(Person, Person.id == Card.holder_person_id)
-            .outerjoin(professional, true() if lateral else Professional.id == Card.holder_professional_id)
+            .outerjoin(holder, holder.c.id == Card.holder_professional_id)
             .outerjoin(Facility, Facility.code == bindparam("facility"))
-            .outerjoin(practice, true() if lateral else practices)
             .where(Card.serial.in_([bindparam("card"), bindparam("other_card")])))  # one card: the same serial twice
 
 
