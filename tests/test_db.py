@@ -113,6 +113,29 @@ def test_a_read_returns_the_rows_sqlalchemy_returns(session):
         assert db._driver_ready(_FILE.statement, dialect) is not None
 
 
+def test_the_driver_gets_the_sql_sqlalchemy_compiles_with_the_parameters_numbered():
+    # The statements of the point of care, and one that uses a parameter twice: the SQL handed to psycopg is
+    # SQLAlchemy's, character for character, but for the placeholders; each name keeps one number.
+    import re
+
+    from sqlalchemy import bindparam
+    from sqlalchemy.dialects import postgresql
+
+    from labes.care.patients import _FILE
+    from labes.registry.models import Person
+
+    dialect = postgresql.psycopg.dialect()
+    twice = select(Person.id).where(Person.cin == bindparam("cin"), Person.phone != bindparam("cin"),
+                                    Person.last_name_lat == bindparam("name"))
+    for statement in (_FILE.statement, twice):
+        prepared = db._driver_ready(statement, dialect)
+        named = str(statement.compile(dialect=dialect))
+        number = {name: index for index, name in enumerate(prepared.order, start=1)}
+        assert prepared.sql == re.sub(r"%\((\w+)\)s", lambda m: f"${number[m[1]]}", named)
+        assert sorted(prepared.order) == sorted(set(re.findall(r"%\((\w+)\)s", named)))
+    assert prepared.sql.count("$1") == 2 and prepared.parameters({"cin": "01234567", "name": "X"}) == ["01234567", "X"]
+
+
 def test_a_read_whose_columns_need_converting_goes_through_sqlalchemy(session):
     from labes.security.models import AuditEvent
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -10,6 +11,7 @@ from functools import lru_cache, partial
 from types import SimpleNamespace
 from typing import Any
 
+from psycopg import RawCursor
 from sqlalchemy import MetaData, Row, Select, cast, create_engine, event, exc, literal_column, null, union_all
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -111,10 +113,12 @@ def session_scope(factory: sessionmaker[Session] | None = None) -> Iterator[Sess
         session.close()
 
 
-def columns_by_prefix(keys: Iterable[str]) -> dict[str, list[tuple[str, int]]]:
-    """Group a result's `<prefix>__<column>` keys by prefix: {prefix: [(column, position), …]}; other keys are left out."""
+def columns_by_prefix(keys: Iterable[str], positions: Sequence[int] | None = None) -> dict[str, list[tuple[str, int]]]:
+    """Group a result's `<prefix>__<column>` keys by prefix: {prefix: [(column, position), …]}; other keys are left out.
+
+    `positions`: where each key is in the row (by default, the keys are the row's columns in order)."""
     groups: dict[str, list[tuple[str, int]]] = {}
-    for index, key in enumerate(keys):
+    for index, key in zip(positions, keys, strict=True) if positions is not None else enumerate(keys):
         prefix, labelled, column = key.partition("__")
         if labelled:
             groups.setdefault(prefix, []).append((column, index))
@@ -166,12 +170,13 @@ def read(connection: Connection, statement: Executable, parameters: dict[str, An
     """Return the rows of `statement` (positional: `row[3]`): the reads, and the writes with RETURNING, that
     every point-of-care request makes.
 
-    On PostgreSQL the statement is compiled once and handed to psycopg as it is, in the connection's
-    transaction: SQLAlchemy's result set-up (and the column descriptions psycopg builds for it) cost more
-    client time than the statement, ≈ 0.1 ms a statement. The parameters are converted as SQLAlchemy would
-    (its types' bind processors); a statement with a column SQLAlchemy would convert, and every statement
-    on another database, goes through SQLAlchemy as usual. For statements built once, at import: each new
-    statement object is compiled again.
+    On PostgreSQL the statement is compiled once, with numbered parameters ($1, $2: the server's own), and
+    handed to psycopg as it is (a raw cursor), in the connection's transaction: SQLAlchemy's result set-up
+    (and the column descriptions psycopg builds for it) cost more client time than the statement, ≈ 0.1 ms a
+    statement, and psycopg's own conversion of named parameters is cached only for statements under 4 KiB.
+    The parameters are converted as SQLAlchemy would (its types' bind processors); a statement with a column
+    SQLAlchemy would convert, and every statement on another database, goes through SQLAlchemy as usual. For
+    statements built once, at import: each new statement object is compiled again.
     """
     prepared = _driver_ready(statement, connection.dialect) if connection.dialect.name == "postgresql" else None
     if prepared is None:
@@ -199,12 +204,12 @@ def write(connection: Connection, statement: Executable, rows: Sequence[dict[str
 
 @contextmanager
 def _driver_cursor(connection: Connection, sql: str, parameters: Any, *, many: bool) -> Iterator[Any]:
-    """A cursor of the connection's own driver connection, as SQLAlchemy would use it: its cursor events
+    """A raw cursor of the connection's own driver connection, used as SQLAlchemy would use one: its cursor events
     are fired (for tracing and the tests' guards; with no execution context) and its errors raised as
     SQLAlchemy raises them."""
     driver, dialect = connection.connection.driver_connection, connection.dialect
     try:
-        with driver.cursor() as cursor:
+        with RawCursor(driver) as cursor:  # parameters by position, as compiled: no conversion
             connection.dispatch.before_cursor_execute(connection, cursor, sql, parameters, None, many)
             yield cursor
             connection.dispatch.after_cursor_execute(connection, cursor, sql, parameters, None, many)
@@ -221,27 +226,38 @@ def _driver_cursor(connection: Connection, sql: str, parameters: Any, *, many: b
 class _Prepared:
     sql: str
     compiled: Any
+    order: tuple[str, ...]  # the parameters' names, by number
     processors: tuple[tuple[str, Any], ...]  # (parameter, SQLAlchemy's bind processor)
 
-    def parameters(self, given: dict[str, Any]) -> dict[str, Any]:
+    def parameters(self, given: dict[str, Any]) -> list[Any]:
         values = self.compiled.construct_params(given)
         for name, process in self.processors:
             values[name] = process(values[name])
-        return values
+        return [values[name] for name in self.order]
 
 
 @lru_cache(maxsize=64)
 def _driver_ready(statement: Executable, dialect) -> _Prepared | None:
-    """Return `statement` compiled for `dialect`, or None if a column it returns needs SQLAlchemy's conversion."""
-    compiled = statement.compile(dialect=dialect)
+    """Return `statement` compiled for `dialect` with numbered parameters, or None if a column it returns
+    needs SQLAlchemy's conversion (or a parameter expands to a list)."""
+    compiled = statement.compile(dialect=_numbered(dialect))
     binds = compiled.binds  # by the name the SQL gives each parameter
-    if compiled.positional or any(bind.expanding for bind in binds.values()) or any(
+    if any(bind.expanding for bind in binds.values()) or any(
             column.type.dialect_impl(dialect).result_processor(dialect, None) is not None
             for column in getattr(statement, "exported_columns", ())):
         return None
     processors = tuple((name, process) for name, bind in binds.items()
                        if (process := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None)
-    return _Prepared(compiled.string, compiled, processors)
+    return _Prepared(compiled.string, compiled, tuple(compiled.positiontup), processors)
+
+
+@lru_cache(maxsize=8)
+def _numbered(dialect):
+    """`dialect` rendering parameters as $1, $2 (SQLAlchemy's "numeric_dollar" style; a parameter used twice
+    keeps its number); everything else about the SQL is the same."""
+    numbered = copy.copy(dialect)
+    numbered.paramstyle, numbered.positional = "numeric_dollar", True
+    return numbered
 
 
 def upsert(session: Session, model: type[Base], rows: list[dict], *, key: tuple[str, ...] = ("id",)) -> None:

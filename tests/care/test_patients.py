@@ -41,14 +41,3 @@ def test_chronic_diseases_come_in_code_order_and_only_while_valid(session):
     session.flush()
     file = patient_file(session, person=session.get(Person, member.person_id), on=ON)
     assert [c.code for c in file.chronic] == ["08", "21"]
-
-
-def test_the_file_is_read_by_a_statement_the_driver_keeps_parsed():
-    # psycopg converts a statement's placeholders once and caches the result only for statements of at most
-    # 4 KiB; a longer one is converted again on every rights check.
-    from psycopg._queries import MAX_CACHED_STATEMENT_LENGTH
-    from sqlalchemy.dialects import postgresql
-
-    from labes.care.patients import _FILE
-
-    assert len(str(_FILE.statement.compile(dialect=postgresql.psycopg.dialect()))) <= MAX_CACHED_STATEMENT_LENGTH
