@@ -122,12 +122,13 @@ def test_the_driver_gets_the_sql_sqlalchemy_compiles_with_the_parameters_numbere
     from sqlalchemy.dialects import postgresql
 
     from labes.care.patients import _FILE
+    from labes.care.transactions import _CARDS_AND_FILE
     from labes.registry.models import Person
 
     dialect = postgresql.psycopg.dialect()
     twice = select(Person.id).where(Person.cin == bindparam("cin"), Person.phone != bindparam("cin"),
                                     Person.last_name_lat == bindparam("name"))
-    for statement in (_FILE.statement, twice):
+    for statement in (_FILE.statement, _CARDS_AND_FILE["postgresql"].statement, twice):
         prepared = db._driver_ready(statement, dialect)
         named = str(statement.compile(dialect=dialect))
         number = {name: index for index, name in enumerate(prepared.order, start=1)}

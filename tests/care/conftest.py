@@ -38,9 +38,10 @@ class World:
     member: Member
     cards: dict[str, VirtualCard] = field(default_factory=dict)
 
-    def card_for(self, name: str, *, person_id=None, licence: str | None = None, pin: str | None = None) -> VirtualCard:
+    def card_for(self, name: str, *, person_id=None, licence: str | None = None, pin: str | None = None,
+                 card_type: str = "labes") -> VirtualCard:
         """Issue a card on the spot (so it is delivered) and return it as a virtual card."""
-        holder = cards.resolve_holder(self.session, card_type="professional" if licence else "labes",
+        holder = cards.resolve_holder(self.session, card_type="professional" if licence else card_type,
                                       person_id=person_id, licence=licence)
         issued = cards.issue_card(self.session, actor=factories.ACTOR, authority=self.authority, holder=holder,
                                   pin=pin, on_the_spot_at=self.point)

@@ -66,6 +66,7 @@ class SignedAction:
     secret: bytes
     patient: str
     freshness: str
+    patient_file: bool = False  # read the patient's file with the cards (transactions.accept(patient_file=True))
 
     def accept(self, session, *, reading: bool = False) -> Verified | VerifiedInsured:
         with self._refusals_logged():
@@ -73,7 +74,8 @@ class SignedAction:
                 return transactions.accept_insured(session, body=self.body, action=self.action, secret=self.secret,
                                                    reading=reading)
             return transactions.accept(session, body=self.body, action=self.action, secret=self.secret,
-                                       patient=self.patient, freshness=self.freshness, reading=reading)
+                                       patient=self.patient, freshness=self.freshness, reading=reading,
+                                       patient_file=self.patient_file and reading)
 
     def spend(self, session, verified: Verified | VerifiedInsured) -> None:
         """End a reading request: spend its challenge with its audit event (`transactions.spend_with_audit`)."""
@@ -144,7 +146,7 @@ Handler = Callable[..., Answer]
 def signed_route(router: APIRouter, path: str, *, action: str, content: type[BaseModel], status_code: int = 200,
                  patient: Literal["required", "optional", "none"] = "required",
                  freshness: Literal["challenge", "challenge-or-client-key"] = "challenge",
-                 reading: bool = False) -> Callable[[Handler], Handler]:
+                 reading: bool = False, patient_file: bool = False) -> Callable[[Handler], Handler]:
     """Register `handler(session, verified, content, **path_values)` as the card-signed `POST path` for `action`.
 
     The handler gets the checked transaction (`transactions.accept`) and its content validated as `content`
@@ -156,13 +158,17 @@ def signed_route(router: APIRouter, path: str, *, action: str, content: type[Bas
     then spent with that event, by the request's last statement (`transactions.spend_with_audit`); on
     PostgreSQL the request needs no transaction around its statements, which saves BEGIN and COMMIT. A
     reading handler that tried to write would be stopped at its flush.
+
+    `patient_file` (with `reading`): the handler reads the patient's file on the day of care; it is read with the
+    cards, in the gate's one statement, as `verified.patient_file`.
     """
     def register(handler: Handler) -> Handler:
         path_values = [parameter for name, parameter in inspect.signature(handler, eval_str=True).parameters.items()
                        if name not in ("session", "verified", "content")]
 
         async def endpoint(request: Request, **values: Any) -> Response:
-            signed = SignedAction(await _envelope(request), action, challenge_secret(request), patient, freshness)
+            signed = SignedAction(await _envelope(request), action, challenge_secret(request), patient, freshness,
+                                  patient_file)
             serve = _serve_reading if reading else _serve
             answer = await run_unit_of_work(request, partial(serve, request, signed, handler, content, values))
             answer, status = answer if isinstance(answer, tuple) else (answer, status_code)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import bindparam, func, literal_column, select, union_all
+from sqlalchemy import ColumnElement, Select, bindparam, func, literal_column, select, union_all
 from sqlalchemy.orm import Session, aliased
 
 from labes.care.models import FamilyUsage
@@ -54,50 +54,57 @@ class PatientFile:
 # Built once: at the point of care this runs thousands of times a second, and plain rows (not ORM objects)
 # are all a rights check needs. Every part is an indexed read by primary or foreign key.
 
-# The patient's family: the one they head as the insured member, else the one they are a dependant in
-# (the lowest id, should a register list them in two): the same family for every part of the read below.
-_FAMILIES_OF = union_all(
-    select(Member.id.label("family_id"), literal_column("0").label("precedence"))
-    .where(Member.person_id == bindparam("person_id")),
-    select(Dependant.member_id, literal_column("1")).where(Dependant.person_id == bindparam("person_id"))).subquery()
-_FAMILY = (select(_FAMILIES_OF.c.family_id).order_by(_FAMILIES_OF.c.precedence, _FAMILIES_OF.c.family_id).limit(1)
-           .scalar_subquery())
-_LATEST_SCHEME = (select(func.max(CoveragePeriod.start_date))
-                  .where(CoveragePeriod.member_id == Member.id, CoveragePeriod.start_date <= bindparam("on"))
-                  .correlate(Member).scalar_subquery())
-_HOLDER = aliased(Person)  # the family's insured member (the patient, or the member whose dependant they are)
-_AMEN_OF = (select(AmenMember.household_id).where(AmenMember.person_id == Person.id).correlate(Person)
-            .limit(1).scalar_subquery())
-# The patient, their family's head (if any) with its care scheme, family doctor and usage, and their Amen
-# household (if any): one row, found from the patient's own primary key.
-_HEAD = (select(Member.id, Member.person_id, Member.social_id, Member.regime, Member.status, Member.affiliation_start,
-                Member.affiliation_end, _HOLDER.death_date, CoveragePeriod.scheme,
-                Professional.id.label("doctor_id"), Professional.licence.label("doctor_licence"),
-                Professional.name_lat.label("doctor_name"),
-                FamilyUsage.ceiling_used_millimes, FamilyUsage.copay_used_millimes,
-                AmenHousehold.id.label("amen_id"), AmenHousehold.number.label("amen_number"),
-                AmenHousehold.level.label("amen_level"), AmenHousehold.valid_from.label("amen_valid_from"),
-                AmenHousehold.valid_to.label("amen_valid_to"))
-         .select_from(Person)
-         .outerjoin(Member, Member.id == _FAMILY)
-         .outerjoin(_HOLDER, _HOLDER.id == Member.person_id)
-         .outerjoin(CoveragePeriod, (CoveragePeriod.member_id == Member.id) & (CoveragePeriod.start_date == _LATEST_SCHEME))
-         .outerjoin(Professional, Professional.id == CoveragePeriod.family_doctor_id)
-         .outerjoin(FamilyUsage, (FamilyUsage.member_id == Member.id) & (FamilyUsage.year == bindparam("year")))
-         .outerjoin(AmenHousehold, AmenHousehold.id == _AMEN_OF)
-         .where(Person.id == bindparam("person_id")))  # one row: every join is on a unique key
-# Everyone the family's ceiling and the patient's own rights depend on.
-_DEPENDANTS = (select(Dependant.id, Dependant.person_id, Dependant.relationship, Dependant.rank, Dependant.student_until,
-                      Dependant.disabled, Dependant.unmarried_no_income, Dependant.start_date, Dependant.end_date, Person.sex,
-                      Person.birth_date, Person.death_date)
-               .select_from(Dependant).join(Person, Person.id == Dependant.person_id)
-               .where(Dependant.member_id == _FAMILY))
-_CHRONIC = (select(ChronicCondition.code, ChronicCondition.icd10, ChronicCondition.valid_from, ChronicCondition.valid_to)
-            .where(ChronicCondition.person_id == bindparam("person_id"), ChronicCondition.valid_from <= bindparam("on")))
+def file_parts(person_id: ColumnElement) -> dict[str, Select]:
+    """The parts of a patient's file read for the person whose id is `person_id` (a parameter, or a look-up),
+    with the parameters `on` and `year`: the head row, the family's dependants, the patient's chronic diseases.
+
+    Every part is an indexed read by primary or foreign key. The family is the one the patient heads as the
+    insured member, else the one they are a dependant in (the lowest id, should a register list them in two):
+    the same family for every part.
+    """
+    families_of = union_all(
+        select(Member.id.label("family_id"), literal_column("0").label("precedence")).where(Member.person_id == person_id),
+        select(Dependant.member_id, literal_column("1")).where(Dependant.person_id == person_id)).subquery()
+    family = (select(families_of.c.family_id).order_by(families_of.c.precedence, families_of.c.family_id).limit(1)
+              .scalar_subquery())
+    latest_scheme = (select(func.max(CoveragePeriod.start_date))
+                     .where(CoveragePeriod.member_id == Member.id, CoveragePeriod.start_date <= bindparam("on"))
+                     .correlate(Member).scalar_subquery())
+    holder = aliased(Person)  # the family's insured member (the patient, or the member whose dependant they are)
+    amen_of = (select(AmenMember.household_id).where(AmenMember.person_id == Person.id).correlate(Person)
+               .limit(1).scalar_subquery())
+    # The patient, their family's head (if any) with its care scheme, family doctor and usage, and their Amen
+    # household (if any): one row, found from the patient's own primary key.
+    head = (select(Member.id, Member.person_id, Member.social_id, Member.regime, Member.status, Member.affiliation_start,
+                   Member.affiliation_end, holder.death_date, CoveragePeriod.scheme,
+                   Professional.id.label("doctor_id"), Professional.licence.label("doctor_licence"),
+                   Professional.name_lat.label("doctor_name"),
+                   FamilyUsage.ceiling_used_millimes, FamilyUsage.copay_used_millimes,
+                   AmenHousehold.id.label("amen_id"), AmenHousehold.number.label("amen_number"),
+                   AmenHousehold.level.label("amen_level"), AmenHousehold.valid_from.label("amen_valid_from"),
+                   AmenHousehold.valid_to.label("amen_valid_to"))
+            .select_from(Person)
+            .outerjoin(Member, Member.id == family)
+            .outerjoin(holder, holder.id == Member.person_id)
+            .outerjoin(CoveragePeriod, (CoveragePeriod.member_id == Member.id) & (CoveragePeriod.start_date == latest_scheme))
+            .outerjoin(Professional, Professional.id == CoveragePeriod.family_doctor_id)
+            .outerjoin(FamilyUsage, (FamilyUsage.member_id == Member.id) & (FamilyUsage.year == bindparam("year")))
+            .outerjoin(AmenHousehold, AmenHousehold.id == amen_of)
+            .where(Person.id == person_id))  # one row: every join is on a unique key
+    # Everyone the family's ceiling and the patient's own rights depend on.
+    dependants = (select(Dependant.id, Dependant.person_id, Dependant.relationship, Dependant.rank,
+                         Dependant.student_until, Dependant.disabled, Dependant.unmarried_no_income,
+                         Dependant.start_date, Dependant.end_date, Person.sex, Person.birth_date, Person.death_date)
+                  .select_from(Dependant).join(Person, Person.id == Dependant.person_id)
+                  .where(Dependant.member_id == family))
+    chronic = (select(ChronicCondition.code, ChronicCondition.icd10, ChronicCondition.valid_from, ChronicCondition.valid_to)
+               .where(ChronicCondition.person_id == person_id, ChronicCondition.valid_from <= bindparam("on")))
+    return {"head": head, "dependant": dependants, "chronic": chronic}
 
 
-# Under 4 KiB of SQL (tests/care/test_patients.py checks): psycopg parses a longer statement again on every run.
-_FILE = union_read(head=_HEAD, dependant=_DEPENDANTS, chronic=_CHRONIC)
+# Built once: at the point of care this runs thousands of times a second, and plain rows (not ORM objects)
+# are all a rights check needs.
+_FILE = union_read(**file_parts(bindparam("person_id")))
 
 
 @dataclass(frozen=True)
@@ -126,6 +133,11 @@ def patient_file(session: Session, *, person: Person, on: date) -> PatientFile:
     the family's dependants; the patient's chronic diseases.
     """
     found = _FILE.split(read(session.connection(), _FILE.statement, {"person_id": person.id, "on": on, "year": on.year}))
+    return assemble(person, on, found)
+
+
+def assemble(person: Any, on: date, found: dict[str, list[Any]]) -> PatientFile:
+    """Return the file of `person` on `on` from the rows of its parts (`file_parts`), by part."""
     head = found["head"][0] if found["head"] else None
     member = head if head is not None and head.id is not None else None
 

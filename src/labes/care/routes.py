@@ -37,7 +37,8 @@ async def new_challenge(request: Request) -> dict[str, Any]:
     return {"challenge": challenge.token, "expires_at": challenge.expires_at}
 
 
-@signed_route(router, "/rights-checks", action="rights-check", content=RightsCheckContent, reading=True)
+@signed_route(router, "/rights-checks", action="rights-check", content=RightsCheckContent, reading=True,
+              patient_file=True)
 def rights_check(session: Session, verified: Verified, content: RightsCheckContent) -> dict[str, Any]:
     """Check the rights of the patient whose card signed, with the price of the standard act here."""
     return rights.check(session, verified=verified, act=content.act)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import cached_property, lru_cache
@@ -30,10 +31,10 @@ from labes.cards import service as cards
 from labes.cards.crypto import load_authority
 from labes.cards.distribution import TUNIS
 from labes.cards.models import Card
-from labes.care import protocol
+from labes.care import patients, protocol
 from labes.care.models import NumberCounter, UsedChallenge
 from labes.care.protocol import InvalidTransaction, Signed, Transaction
-from labes.db import columns_by_prefix, read
+from labes.db import columns_by_prefix, read, union_read
 from labes.errors import InvalidInput, NotFound
 from labes.registry.models import Facility, Person, Practice, Professional
 from labes.security import audit
@@ -103,28 +104,48 @@ def _cards_read(*, lateral: bool):
 _CARDS = {"postgresql": _cards_read(lateral=True), "sqlite": _cards_read(lateral=False)}
 
 
-def _layout(keys: tuple[str, ...]) -> tuple[list[tuple[str, int]], list[tuple[str, int, list[tuple[str, int]]]]]:
-    """Group the `prefix__column` keys of a result: the card's own columns, then (table, id position, columns)."""
-    groups = columns_by_prefix(keys)
+Layout = tuple[list[tuple[str, int]], list[tuple[str, int, list[tuple[str, int]]]]]
+
+
+def _layout(keys: Sequence[str], positions: Sequence[int] | None = None) -> Layout:
+    """Group the `prefix__column` keys of a result (at `positions` in its rows): the card's own columns, then
+    (table, id position, columns)."""
+    groups = columns_by_prefix(keys, positions)
     own = groups.pop("card", [])
     return own, [(table, dict(columns)["id"], columns) for table, columns in groups.items()]
 
 
 _LAYOUT = _layout(tuple(column.name for column in _CARDS["sqlite"].selected_columns))
 
+# A rights check's one read: the cards, and the patient's file on the day of care (`patients.file_parts`), the
+# patient found by their card's serial: a round trip fewer, and the file handed on only once the checks pass.
+_PATIENT_OF_CARD = select(Card.holder_person_id).where(Card.serial == bindparam("patient_card")).scalar_subquery()
+_CARDS_AND_FILE = {name: union_read(cards=statement, **patients.file_parts(_PATIENT_OF_CARD))
+                   for name, statement in _CARDS.items()}
+_CARDS_AND_FILE_LAYOUT = _layout(*zip(*_CARDS_AND_FILE["sqlite"].positions["cards"], strict=True))
 
-def _signers(session: Session, *, serials: list[str], facility: str,
-             challenge: protocol.Challenge | None) -> tuple[list[SimpleNamespace], bool]:
+
+def _signers(session: Session, *, serials: list[str], facility: str, challenge: protocol.Challenge | None,
+             patient_file_of: tuple[str, date] | None = None) -> tuple[list[SimpleNamespace], bool, dict | None]:
     """Return the cards of `serials` (one or two) as namespaces with their holder, the facility and the practice
-    (`card.person.cin`), and whether `challenge` was spent now (False: it was used before; True if none).
+    (`card.person.cin`), whether `challenge` was spent now (False: it was used before; True if none), and, if
+    `patient_file_of` names a (patient card, day), the rows of that patient's file on that day by part.
 
     The caller checks the cards and signatures before it acts on a replay; if it refuses, the transaction
     rolls back and the challenge stays unspent.
     """
-    own, tables = _LAYOUT
     connection = session.connection()
     parameters = {"card": serials[0], "other_card": serials[-1], "facility": facility}
-    fresh = True
+    fresh, file = True, None
+    if patient_file_of is not None:
+        if challenge is not None:
+            raise ValueError("The patient's file is read with the cards by reading requests, whose challenge is "
+                             "spent last (spend_with_audit).")
+        serial, on = patient_file_of
+        union = _CARDS_AND_FILE[connection.dialect.name]
+        rows = read(connection, union.statement, {**parameters, "patient_card": serial, "on": on, "year": on.year})
+        file = union.split(row for row in rows if row[0] != "cards")
+        return _cards_of([row for row in rows if row[0] == "cards"], _CARDS_AND_FILE_LAYOUT), fresh, file
     if challenge is not None and connection.dialect.name == "postgresql":
         rows = read(connection, _CARDS_SPENDING, {**parameters, "nonce": challenge.nonce,
                                                   "expires_at": challenge.expires_at})
@@ -133,6 +154,11 @@ def _signers(session: Session, *, serials: list[str], facility: str,
         rows = read(connection, _CARDS[connection.dialect.name], parameters)
         if challenge is not None:
             fresh = _spend(connection, challenge)
+    return _cards_of(rows, _LAYOUT), fresh, file
+
+
+def _cards_of(rows: Sequence[Sequence[Any]], layout: Layout) -> list[SimpleNamespace]:
+    own, tables = layout
     out = []
     for row in rows:
         card = {column: row[index] for column, index in own}
@@ -140,7 +166,7 @@ def _signers(session: Session, *, serials: list[str], facility: str,
             card[table] = SimpleNamespace(**{column: row[index] for column, index in columns}) if row[id_at] is not None else None
         card["practice_id"] = card.pop("practice").id if card["practice"] else None
         out.append(SimpleNamespace(**card))
-    return out, fresh
+    return out
 
 
 @lru_cache
@@ -171,6 +197,7 @@ class Verified:
     now: datetime
     unspent: protocol.Challenge | None = None  # a reading request's challenge, spent by spend_with_audit()
     stale: tuple[uuid.UUID, ...] = ()  # a reading request's cards whose last use spend_with_audit() notes
+    patient_file: patients.PatientFile | None = None  # on the day of care, if asked for (accept(patient_file=True))
 
     @property
     def actor(self) -> Actor:
@@ -264,11 +291,14 @@ def _refuse_unusable(session: Session, cards_: list[SimpleNamespace]) -> None:
 
 def accept(session: Session, *, body: dict[str, Any], action: str, secret: bytes, now: datetime | None = None,
            patient: Literal["required", "optional", "none"] = "required",
-           freshness: Literal["challenge", "challenge-or-client-key"] = "challenge", reading: bool = False) -> Verified:
+           freshness: Literal["challenge", "challenge-or-client-key"] = "challenge", reading: bool = False,
+           patient_file: bool = False) -> Verified:
     """Check a signed request for `action` and return who did what where; raise at the first failed check.
 
     `reading`: the request only reads (and is audited); its challenge is left for `spend_with_audit()` to spend
     with the audit event, and a card's first use raises `NeedsTransaction` (see there).
+    `patient_file` (reading requests): the patient's file on the day of care is read with the cards, in the
+    same statement, and handed on as `Verified.patient_file`.
     """
     now = now or datetime.now(UTC)
     if action in protocol.INSURED_ACTIONS:
@@ -285,8 +315,10 @@ def accept(session: Session, *, body: dict[str, Any], action: str, secret: bytes
                                  field="transaction.signatures")
 
     challenge = protocol.open_challenge(secret, tx.challenge, now=now) if tx.challenge is not None else None
-    cards_, fresh = _signers(session, serials=sorted(expected), facility=tx.facility,
-                             challenge=None if reading else challenge)
+    care_day = local_day(tx.time)
+    cards_, fresh, file = _signers(session, serials=sorted(expected), facility=tx.facility,
+                                   challenge=None if reading else challenge,
+                                   patient_file_of=(tx.patient_card, care_day) if patient_file and tx.patient_card else None)
     found = {card.serial: card for card in cards_}
     professional_card = _card(found, tx.professional_card, "professional")
     patient_card = _card(found, tx.patient_card, "patient") if tx.patient_card else None
@@ -305,7 +337,8 @@ def accept(session: Session, *, body: dict[str, Any], action: str, secret: bytes
                                  field="transaction.payload.professional_card")
     person = patient_card.person if patient_card else None
     verified = Verified(tx, signed.jws_json, body["content"], professional, professional_card, facility,
-                        patient_card, person, now, challenge if reading else None)
+                        patient_card, person, now, challenge if reading else None,
+                        patient_file=patients.assemble(person, care_day, file) if file is not None else None)
     verified.stale = _mark_used(session, verified.actor, [card for card in (professional_card, patient_card) if card],
                                 now, reading=reading)
     return verified
@@ -346,7 +379,7 @@ def accept_insured(session: Session, *, body: dict[str, Any], action: str, secre
         raise InvalidTransaction("The insured's own card must sign this transaction, and no other card.",
                                  field="transaction.signatures")
     challenge = protocol.open_challenge(secret, tx.challenge, now=now)
-    cards_, fresh = _signers(session, serials=[tx.patient_card], facility="", challenge=None if reading else challenge)
+    cards_, fresh, _ = _signers(session, serials=[tx.patient_card], facility="", challenge=None if reading else challenge)
     card = _card({found.serial: found for found in cards_}, tx.patient_card, "patient")
     _refuse_unusable(session, [card])
     protocol.verify(signed, {card.serial: card.public_key})
