@@ -12,6 +12,7 @@ hides it: run old and new in turn.
 from __future__ import annotations
 
 import asyncio
+import cProfile
 import json
 import os
 import random
@@ -73,15 +74,22 @@ async def post(app, path: str, body: bytes) -> int:
     return status[0]
 
 
-async def measure(app, path: str, warm: list[bytes], timed: list[bytes]) -> dict:
+async def measure(app, path: str, warm: list[bytes], timed: list[bytes], profile: Path | None = None) -> dict:
+    profiler = cProfile.Profile(time.process_time) if profile else None  # CPU, not waiting
     async with app.router.lifespan_context(app):
         for body in warm:
             await post(app, path, body)
         database = cpu_seconds(os.getpgrp())["postgres"]
         cpu, wall = time.process_time(), time.perf_counter()
+        if profiler:
+            profiler.enable()
         statuses = [await post(app, path, body) for body in timed]
+        if profiler:
+            profiler.disable()
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
         database = cpu_seconds(os.getpgrp())["postgres"] - database
+    if profiler:
+        profiler.dump_stats(profile)  # the timings are then the profiler's, not the code's
     failed = sum(1 for status in statuses if status >= 300)
     return {"cpu_ms": round(cpu * 1000 / len(timed), 3), "db_cpu_ms": round(database * 1000 / len(timed), 3),
             "wall_ms": round(wall * 1000 / len(timed), 3), "failed": failed}
@@ -95,6 +103,8 @@ def main() -> None:
                    help="as on a real day, when a patient's card is seldom checked twice within the hour: each request "
                         "has its own patient (up to the cards there are), whose card was last used two hours ago, so "
                         "each request notes its card's use")
+    p.add_argument("--profile", type=Path, help="write cProfile's statistics of the timed requests to this file "
+                   "(for `python -m pstats`; the times printed are then inflated by the profiler)")
     args = p.parse_args()
 
     where = workdir(args)
@@ -118,7 +128,7 @@ def main() -> None:
         engine = make_engine(url)
         age_patients_cards(engine, hours=2)
         engine.dispose()
-    result = asyncio.run(measure(create_app(), PATHS[args.action], bodies[:50], bodies[50:]))
+    result = asyncio.run(measure(create_app(), PATHS[args.action], bodies[:50], bodies[50:], args.profile))
     emit({"bench": "poc_cpu", "db": args.db, "members": args.members, "action": args.action,
           "requests": args.requests, "stale_cards": args.stale_cards, **result, "at": datetime.now(UTC).isoformat(timespec="seconds"),
           "machine": machine()})
