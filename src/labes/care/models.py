@@ -146,7 +146,8 @@ class CareSheet(Base):
     amen_household_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("amen_household.id"))
     professional_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("professional.id"), index=True)
     facility_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("facility.id"), index=True)
-    visit_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("visit.id"))
+    # Indexed: a referral is found by joining the family doctor's visits to their accepted sheets.
+    visit_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("visit.id"), index=True)
     # The visit the sheet bills: set with its sheet, it is written first and its number answered without a read.
     visit: Mapped[Visit | None] = relationship()
     dispensation_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("dispensation.id"))
