@@ -24,7 +24,6 @@ from sqlalchemy import bindparam, delete, func, literal_column, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
-from sqlalchemy.sql import any_
 
 from labes.cards import lifecycle
 from labes.cards import service as cards
@@ -397,11 +396,14 @@ class NeedsTransaction(Exception):
 # A reading request's last statement on PostgreSQL: its challenge spent and its audit event written together,
 # the event only if the challenge was spent now (no row back: a replay). No transaction needs to hold them.
 # With its cards' last use too when one is an hour old — as it is on most rights checks: a patient's card
-# is seldom checked twice within the hour.
+# is seldom checked twice within the hour. The (at most two) cards are two parameters, not an array: PostgreSQL
+# estimates an array of any length at ten rows, and a plan for ten cards cost more than planning each run anew —
+# it planned this statement at every run (`pg_prepared_statements`: custom plans only).
 _SPENT = _USE_CHALLENGE["postgresql"].cte("spent")
+_STALE = (bindparam("stale_1", type_=Card.id.type), bindparam("stale_2", type_=Card.id.type))
 _SPEND_AND_AUDIT = {False: audit.guarded_insert(_SPENT),
                     True: audit.guarded_insert(_SPENT).add_cte(
-                        update(Card).where(Card.id.in_(select(Card.id).where(Card.id == any_(bindparam("stale")))
+                        update(Card).where(Card.id.in_(select(Card.id).where(Card.id.in_(_STALE))
                                                        .with_for_update(skip_locked=True)),
                                            select(_SPENT.c.nonce).exists())
                         .values(last_used_at=bindparam("now")).cte("noted"))}
@@ -418,7 +420,10 @@ def spend_with_audit(session: Session, verified: Verified | VerifiedInsured) -> 
         raise ValueError("This request was not accepted as a reading one: its challenge is already spent.")
     spent = {"nonce": challenge.nonce, "expires_at": challenge.expires_at}
     if events and connection.dialect.name == "postgresql":
-        noted = {"stale": list(verified.stale), "now": verified.now} if verified.stale else {}
+        stale = verified.stale  # a request's cards: the professional's and the patient's, or the insured's own
+        if len(stale) > len(_STALE):
+            raise ValueError(f"A request notes the use of {len(_STALE)} cards at most.")
+        noted = {"stale_1": stale[0], "stale_2": stale[-1], "now": verified.now} if stale else {}
         fresh = bool(read(connection, _SPEND_AND_AUDIT[bool(noted)], {**spent, **events[0], **noted}))
     else:  # in the request's transaction
         fresh = _spend(connection, challenge)
