@@ -148,9 +148,13 @@ def start_server(url: str, keys_dir: Path, port: int, workers: int, pool: int, t
 
 
 def request_content(action: str, today: str) -> dict:
-    """What a benchmark request carries: nothing for a rights check; a GP consultation for a care sheet (a new client key)."""
+    """What a benchmark request carries: nothing for a rights check; a GP consultation for a care sheet (a new client
+    key); a week of amoxicillin for an e-prescription."""
     if action == "rights-check":
         return {}
+    if action == "prescribe":
+        return {"kind": "medicines", "diagnoses": ["J01.9"],
+                "lines": [{"code": "500118", "quantity": 2, "dose": "1 g twice a day", "duration_days": 7}]}
     return {"client_key": uuid.uuid4().hex, "kind": "consultation", "care_date": today, "diagnoses": ["J06.9"],
             "lines": [{"code": "C"}]}
 

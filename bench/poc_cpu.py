@@ -2,8 +2,8 @@
 
     python bench/poc_cpu.py --members 100000 --db postgresql --workdir DIR --requests 1500
 
-Uses the database and cards `poc_bench.py` left in --workdir (run it first). Signs --requests rights checks or
-care sheets (not timed), then posts them one after the other straight to the ASGI app and prints the process's
+Uses the database and cards `poc_bench.py` left in --workdir (run it first). Signs --requests rights checks,
+care sheets or e-prescriptions (not timed), then posts them one after the other straight to the ASGI app and prints the process's
 CPU, PostgreSQL's (all its processes: the sealer's and autovacuum's work too) and the wall time per
 request. A change's effect shows here when the HTTP benchmark's run-to-run noise
 hides it: run old and new in turn.
@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import emit, existing_database, machine, parser, workdir  # noqa: E402
 from poc_bench import age_patients_cards, cpu_seconds, prepare_cards, request_content  # noqa: E402
 
-PATHS = {"rights-check": "/api/v1/care/rights-checks", "care-sheet": "/api/v1/care/care-sheets"}
+PATHS = {"rights-check": "/api/v1/care/rights-checks", "care-sheet": "/api/v1/care/care-sheets",
+         "prescribe": "/api/v1/care/prescriptions"}
 
 
 def signed_bodies(terminals, patients, secret: bytes, *, action: str, count: int, seed: int,
