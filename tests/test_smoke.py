@@ -30,3 +30,32 @@ def test_one_access_log_line_per_request_with_the_route_template(client, caplog)
     assert line.fields == {**line.fields, "request_id": "desk-kas-7", "method": "GET",
                            "route": "/api/v1/cards/{serial}", "status": response.status_code}
     assert response.headers["x-request-id"] == "desk-kas-7" and line.fields["duration_ms"] >= 0
+
+
+def test_a_served_process_freezes_its_start_up_heap(keys_dir, factory, monkeypatch):
+    # A full collection walks every tracked object: frozen, what a process loads at start-up is no longer walked.
+    import gc
+
+    from starlette.testclient import TestClient
+
+    from labes import app as app_module, cli
+    from labes.config import Settings
+
+    settings = Settings(database_url="sqlite://", environment="test", log_level="WARNING", keys_dir=keys_dir,
+                        audit_seal_interval=0)
+    gc.unfreeze()
+    try:
+        with TestClient(app_module.create_app(settings, factory)):
+            assert gc.get_freeze_count() == 0  # the tests' apps, and create_app's default, leave the heap alone
+        with TestClient(app_module.create_app(settings, factory, freeze_heap=True)) as served:
+            assert gc.get_freeze_count() > 10_000
+            assert served.get("/healthz").status_code == 200
+    finally:
+        gc.unfreeze()
+    # and `labes serve` runs the freezing app in each worker
+    ran = {}
+    monkeypatch.setattr("uvicorn.run", lambda target, **options: ran.update(target=target, **options))
+    cli.serve(host="127.0.0.1", port=8000, workers=2)
+    assert ran["target"] == "labes.app:server_app" and ran["factory"] is True and ran["workers"] == 2
+    monkeypatch.setattr(app_module, "create_app", lambda **options: options)
+    assert app_module.server_app() == {"freeze_heap": True}

@@ -68,7 +68,7 @@ def serve(host: Annotated[str, typer.Option(help="Interface to listen on")] = "1
     """Serve the API (and, later, the portal) with uvicorn."""
     import uvicorn
 
-    uvicorn.run("labes.app:create_app", factory=True, host=host, port=port, workers=workers, access_log=False)
+    uvicorn.run("labes.app:server_app", factory=True, host=host, port=port, workers=workers, access_log=False)
 
 
 @db_app.command("upgrade")
