@@ -6,7 +6,8 @@ join read every accepted care sheet of the year (PostgreSQL then re-planned the 
 its generic plan costed at the whole table).
 
 On PostgreSQL the index is built CONCURRENTLY, outside the migration's transaction: care sheets keep arriving
-while it is built on a table of millions of rows.
+while it is built on a table of millions of rows. Should the build fail, PostgreSQL leaves an invalid index of that
+name: the migration then stops at it (drop it and run the migration again) rather than keep it.
 
 Revision ID: 0007
 Revises: 0006
@@ -26,7 +27,7 @@ INDEX = 'ix_care_sheet_visit_id'  # the name the metadata's naming convention gi
 def upgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         with op.get_context().autocommit_block():
-            op.create_index(op.f(INDEX), 'care_sheet', ['visit_id'], postgresql_concurrently=True, if_not_exists=True)
+            op.create_index(op.f(INDEX), 'care_sheet', ['visit_id'], postgresql_concurrently=True)
     else:
         op.create_index(op.f(INDEX), 'care_sheet', ['visit_id'])
 
