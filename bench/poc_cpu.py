@@ -3,9 +3,9 @@
     python bench/poc_cpu.py --members 100000 --db postgresql --workdir DIR --requests 1500
 
 Uses the database and cards `poc_bench.py` left in --workdir (run it first). Signs --requests rights checks,
-care sheets or e-prescriptions (not timed), then posts them one after the other straight to the ASGI app and prints the process's
-CPU, PostgreSQL's (all its processes: the sealer's and autovacuum's work too) and the wall time per
-request. A change's effect shows here when the HTTP benchmark's run-to-run noise
+care sheets or e-prescriptions (not timed), then posts them one after the other straight to the ASGI app and
+prints the process's CPU, PostgreSQL's (all its processes: the sealer's and autovacuum's work too) and the wall
+time per request. A change's effect shows here when the HTTP benchmark's run-to-run noise
 hides it: run old and new in turn.
 """
 
@@ -107,8 +107,9 @@ async def measure(app, path: str, warm: list[bytes], timed: list[bytes], profile
     if profiler:
         profiler.dump_stats(profile)  # the timings are then the profiler's, not the code's
     failed = sum(1 for status in statuses if status >= 300)
-    return {"planned_anew": replanned, "cpu_ms": round(cpu * 1000 / len(timed), 3), "db_cpu_ms": round(database * 1000 / len(timed), 3),
-            "wall_ms": round(wall * 1000 / len(timed), 3), "failed": failed}
+    return {"planned_anew": replanned, "cpu_ms": round(cpu * 1000 / len(timed), 3),
+            "db_cpu_ms": round(database * 1000 / len(timed), 3), "wall_ms": round(wall * 1000 / len(timed), 3),
+            "failed": failed}
 
 
 def main() -> None:

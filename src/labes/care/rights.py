@@ -70,8 +70,8 @@ def ceiling(patient: PatientFile, on: date) -> dict[str, Any]:
 def check(session: Session, *, verified: Verified, act: str | None = None) -> dict[str, Any]:
     """Answer a rights check for the patient whose card signed."""
     on = verified.care_day
-    patient = verified.patient_file  # read with the cards (signed_route(patient_file=True)), or now
-    if patient is None or patient.on != on:
+    patient = verified.patient_file  # read with the cards, on the care day (signed_route(patient_file=True)), or now
+    if patient is None:
         patient = patient_file(session, person=verified.patient, on=on)
     person = patient.person
     rules = ruleset(on)
