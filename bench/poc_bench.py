@@ -253,7 +253,8 @@ def main() -> None:
                    help="LABES_WORKER_THREADS of each server process (default: 0 on PostgreSQL, handlers on the "
                         "event loop; 40 on SQLite)")
     p.add_argument("--patients", type=int, default=3000,
-                   help="patients given a card (a random sample; at 3,000 each is checked a few times a phase, which flatters care sheets by ≈ 6 %%: BENCHMARKS.md)")
+                   help="patients given a card (a random sample; at 3,000 each is checked a few times a phase, "
+                        "which flatters care sheets by ≈ 6 %%: BENCHMARKS.md)")
     p.add_argument("--doctors", type=int, default=20)
     p.add_argument("--rate", type=int, default=1500,
                    help="signed requests prepared per second of each phase (above the rate reached: wrk never posts one twice)")
