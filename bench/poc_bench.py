@@ -124,10 +124,11 @@ def prepare_cards(url: str, keys_dir: Path, cards_dir: Path, *, patients: int, d
 
 
 def start_server(url: str, keys_dir: Path, port: int, workers: int, pool: int, threads: int,
-                 log: Path | None = None) -> subprocess.Popen:
-    """Start `labes serve` in its own session; its warnings and errors go to `log` (uvicorn's worker restarts too)."""
+                 log: Path | None = None, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start `labes serve` in its own session and return once it is ready; its warnings and errors go to `log`
+    (uvicorn's worker restarts too). `env`: more of the server's settings. tests/test_serve.py starts it here too."""
     env = {**os.environ, "LABES_DATABASE_URL": url, "LABES_KEYS_DIR": str(keys_dir), "LABES_LOG_LEVEL": "WARNING",
-           "LABES_DB_POOL_SIZE": str(pool), "LABES_WORKER_THREADS": str(threads)}
+           "LABES_DB_POOL_SIZE": str(pool), "LABES_WORKER_THREADS": str(threads), **(env or {})}
     labes = Path(sys.executable).with_name("labes")
     server = subprocess.Popen([str(labes), "serve", "--port", str(port), "--workers", str(workers)], env=env,
                               stdout=subprocess.DEVNULL, stderr=log.open("ab") if log else subprocess.DEVNULL,
@@ -135,16 +136,20 @@ def start_server(url: str, keys_dir: Path, port: int, workers: int, pool: int, t
     import httpx2
 
     deadline = time.time() + 60
-    while time.time() < deadline:
+    while time.time() < deadline and server.poll() is None:
         try:
             if httpx2.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
                 return server
         except httpx2.TransportError:
             pass
         time.sleep(0.3)
-    os.killpg(server.pid, signal.SIGKILL)  # its workers too: left running, they would hold the port for the next run
+    try:
+        os.killpg(server.pid, signal.SIGKILL)  # its workers too: left running, they would hold the port for the next run
+    except ProcessLookupError:
+        pass
     server.wait(timeout=15)
-    raise SystemExit(f"the server did not become ready (its log: {log})")
+    said = log.read_text(errors="replace")[-4000:] if log and log.exists() else ""
+    raise SystemExit(f"the server did not become ready (exit code {server.returncode}; its log: {log})\n{said}")
 
 
 def request_content(action: str, today: str) -> dict:

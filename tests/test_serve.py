@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import socket
 import subprocess
-import sys
-import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx2 as httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import sessionmaker
 
 from labes.db import make_engine, session_scope
@@ -27,18 +27,12 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _wait_until_up(base: str, server: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"`labes serve` exited with {server.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"`labes serve` did not answer /healthz within 60 s:\n{log.read_text()}")
+def _bench(name: str):
+    """A module of bench/ (the point-of-care benchmark starts `labes serve` as an operator would)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture
@@ -48,22 +42,24 @@ def database(tmp_path) -> str:
     return url
 
 
-def test_labes_serve_answers_over_http_and_seals_the_audit_trail_when_stopped(database, keys_dir, tmp_path):
-    port, log = _free_port(), tmp_path / "server.log"
-    env = {**os.environ, "LABES_DATABASE_URL": database, "LABES_KEYS_DIR": str(keys_dir),
-           "LABES_AUDIT_SEAL_INTERVAL": "3600", "LABES_LOG_LEVEL": "WARNING"}  # only the sealing at shutdown runs
-    labes = Path(sys.executable).with_name("labes")
-    with log.open("wb") as output:
-        server = subprocess.Popen([str(labes), "serve", "--port", str(port), "--workers", "2"], env=env,
-                                  stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+@pytest.fixture
+def served_engine(database) -> Iterator[Engine]:
     engine = make_engine(database)
+    yield engine
+    engine.dispose()
+
+
+def test_labes_serve_answers_over_http_and_seals_the_audit_trail_when_stopped(database, served_engine, keys_dir, tmp_path):
+    port, log = _free_port(), tmp_path / "server.log"
+    # Only the sealing at shutdown runs: the first round would come in an hour.
+    server = _bench("poc_bench").start_server(database, keys_dir, port, workers=2, pool=5, threads=40, log=log,
+                                              env={"LABES_AUDIT_SEAL_INTERVAL": "3600"})
     try:
         base = f"http://127.0.0.1:{port}"
-        _wait_until_up(base, server, log)
 
         ready = httpx.get(f"{base}/readyz")
         assert ready.status_code == 200 and ready.json()["status"] == "ok", ready.text
-        # A route with a body and a status of its own, through the server's HTTP parsing and both workers' apps.
+        # A route with a status of its own, through the server's HTTP parsing.
         challenges = [httpx.post(f"{base}/api/v1/care/challenges") for _ in range(4)]
         assert {r.status_code for r in challenges} == {201}
         assert len({r.json()["challenge"] for r in challenges}) == 4
@@ -76,7 +72,7 @@ def test_labes_serve_answers_over_http_and_seals_the_audit_trail_when_stopped(da
         assert httpx.get(f"{base}/no-such-page").status_code == 404
 
         # An event written while the server runs is sealed by its workers' last round when it is stopped.
-        with session_scope(sessionmaker(engine)) as session:
+        with session_scope(sessionmaker(served_engine)) as session:
             audit.record(session, actor=audit.Actor("cli", "test"), action="test:served", entity_type="test",
                          entity_id="1")
     finally:
@@ -88,8 +84,7 @@ def test_labes_serve_answers_over_http_and_seals_the_audit_trail_when_stopped(da
             server.wait()
             pytest.fail(f"`labes serve` did not stop within 30 s of SIGTERM:\n{log.read_text()}")
     assert server.returncode == 0, log.read_text()
-    with session_scope(sessionmaker(engine)) as session:
+    with session_scope(sessionmaker(served_engine)) as session:
         unsealed = session.scalar(select(func.count()).select_from(AuditEvent).where(AuditEvent.seq.is_(None)))
         sealed = session.scalar(select(AuditEvent.seq).where(AuditEvent.action == "test:served"))
     assert unsealed == 0 and sealed is not None
-    engine.dispose()
