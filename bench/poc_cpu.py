@@ -7,16 +7,29 @@ care sheets or e-prescriptions (not timed), then posts them one after the other 
 prints the process's CPU, PostgreSQL's (all its processes: the sealer's and autovacuum's work too) and the wall
 time per request. A change's effect shows here when the HTTP benchmark's run-to-run noise
 hides it: run old and new in turn.
+
+`--instructions` runs the same under valgrind's callgrind and prints the app's machine instructions per request
+(`instructions_per_request`), counted only while the timed requests run. Unlike CPU time, the count does not move
+with the machine's speed or with what else it runs: the same code and inputs give the same count to a few parts in
+ten thousand, so a change of 1 % shows in one run each. It counts the requests alone: not PostgreSQL's work, nor the
+audit sealer's (whose rounds follow the clock, and so how much valgrind slows the requests: it is off for the run).
+Takes ≈ 2 minutes (valgrind runs Python ≈ 25 times slower); needs valgrind with its headers and a C compiler.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import cProfile
+import ctypes
 import json
 import os
 import random
+import re
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -89,7 +102,47 @@ def planned_anew() -> list[str]:
     return sorted(" ".join(row.statement.split())[:120] for row in rows)
 
 
-async def measure(app, path: str, warm: list[bytes], timed: list[bytes], profile: Path | None = None) -> dict:
+_TOGGLE = """
+#include <valgrind/callgrind.h>
+void labes_toggle_collect(void) { CALLGRIND_TOGGLE_COLLECT; }
+"""
+
+
+def callgrind_toggle() -> ctypes.CDLL:
+    """Build and load `labes_toggle_collect()`: callgrind's client request that starts or stops counting (a no-op
+    outside valgrind). Python cannot issue one itself: it is a special instruction sequence, compiled from
+    valgrind's header."""
+    with tempfile.TemporaryDirectory(prefix="labes-callgrind-") as build:  # loaded, the library needs no file
+        source, library = Path(build, "toggle.c"), Path(build, "toggle.so")
+        source.write_text(_TOGGLE)
+        subprocess.run(["cc", "-shared", "-fPIC", "-O1", "-o", str(library), str(source)], check=True)
+        return ctypes.CDLL(str(library))
+
+
+def count_instructions(argv: list[str]) -> dict:
+    """Run this script with `argv` under callgrind, counting only the timed requests; return its JSON with
+    `instructions_per_request` added."""
+    if shutil.which("valgrind") is None:
+        raise SystemExit("--instructions needs valgrind (Debian: apt-get install valgrind)")
+    with tempfile.TemporaryDirectory(prefix="labes-callgrind-") as scratch:
+        out = Path(scratch, "callgrind.out")
+        command = ["valgrind", "--tool=callgrind", "--collect-atstart=no", f"--callgrind-out-file={out}",
+                   sys.executable, __file__, *argv, "--under-callgrind"]
+        # The same hash seed every run: dict and set layouts, and so the instructions spent on them, stay the same.
+        done = subprocess.run(command, check=False, capture_output=True, text=True,
+                              env={**os.environ, "PYTHONHASHSEED": "0"})
+        if done.returncode != 0:
+            raise SystemExit(f"callgrind run failed:\n{done.stderr[-3000:]}")
+        totals = re.search(r"^(?:summary|totals): (\d+)", out.read_text(), re.MULTILINE)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["instructions_per_request"] = round(int(totals.group(1)) / result["requests"])
+    for key in ("cpu_ms", "wall_ms"):  # valgrind's slowed-down times, not the code's
+        result[f"{key}_under_valgrind"] = result.pop(key)
+    return result
+
+
+async def measure(app, path: str, warm: list[bytes], timed: list[bytes], profile: Path | None = None,
+                  toggle: ctypes.CDLL | None = None) -> dict:
     profiler = cProfile.Profile(time.process_time) if profile else None  # CPU, not waiting
     async with app.router.lifespan_context(app):
         for body in warm:
@@ -98,7 +151,11 @@ async def measure(app, path: str, warm: list[bytes], timed: list[bytes], profile
         cpu, wall = time.process_time(), time.perf_counter()
         if profiler:
             profiler.enable()
+        if toggle:
+            toggle.labes_toggle_collect()
         statuses = [await post(app, path, body) for body in timed]
+        if toggle:
+            toggle.labes_toggle_collect()
         if profiler:
             profiler.disable()
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
@@ -122,7 +179,13 @@ def main() -> None:
                         "each request notes its card's use")
     p.add_argument("--profile", type=Path, help="write cProfile's statistics of the timed requests to this file "
                    "(for `python -m pstats`; the times printed are then inflated by the profiler)")
+    p.add_argument("--instructions", action="store_true",
+                   help="count the app's machine instructions per timed request under callgrind (see above)")
+    p.add_argument("--under-callgrind", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.instructions:
+        emit(count_instructions([arg for arg in sys.argv[1:] if arg != "--instructions"]))
+        return
 
     where = workdir(args)
     url = existing_database(args.db, where)
@@ -132,20 +195,23 @@ def main() -> None:
     keys_dir = where / "keys"
     os.environ.update({"LABES_DATABASE_URL": url, "LABES_KEYS_DIR": str(keys_dir), "LABES_LOG_LEVEL": "WARNING",
                        "LABES_WORKER_THREADS": "0" if args.db == "postgresql" else "40"})
+    if args.under_callgrind:  # the sealer's rounds follow the clock, which valgrind slows: count the requests alone
+        os.environ["LABES_AUDIT_SEAL_INTERVAL"] = "0"
     from labes.app import create_app
     from labes.care.transactions import challenge_secret
 
     terminals, patients = prepare_cards(url, keys_dir, cards_dir, patients=0, doctors=20, seed=args.seed)
     secret = challenge_secret(keys_dir)
     bodies = signed_bodies(terminals, patients, secret, action=args.action, count=args.requests + 50,
-                           seed=int(time.time()), distinct=args.stale_cards)
+                           seed=args.seed if args.under_callgrind else int(time.time()), distinct=args.stale_cards)
     if args.stale_cards:
         from labes.db import make_engine
 
         engine = make_engine(url)
         age_patients_cards(engine, hours=2)
         engine.dispose()
-    result = asyncio.run(measure(create_app(), PATHS[args.action], bodies[:50], bodies[50:], args.profile))
+    toggle = callgrind_toggle() if args.under_callgrind else None
+    result = asyncio.run(measure(create_app(), PATHS[args.action], bodies[:50], bodies[50:], args.profile, toggle))
     emit({"bench": "poc_cpu", "db": args.db, "members": args.members, "action": args.action,
           "requests": args.requests, "stale_cards": args.stale_cards, **result, "at": datetime.now(UTC).isoformat(timespec="seconds"),
           "machine": machine()})
