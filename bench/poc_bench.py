@@ -7,8 +7,10 @@ doctors get cards on the spot (their card files kept in --workdir), `labes serve
 its own processes, and the load generator fetches one challenge per request and has both cards sign
 every request in advance; every patient's card is then noted as last used two hours before (as on a real
 day). Timed: wrk (a separate C process) posts the signed requests — rights checks, then care sheets — with
---connections open connections for --seconds each, and the bare `/healthz` rate of the same server (the
-framework's ceiling). Prints one JSON object as its last line.
+--connections open connections for --seconds each (each request formatted before the clock starts), and the
+bare `/healthz` rate of the same server (the framework's ceiling). Prints one JSON object as its last line, with
+the CPU a request took of the server's processes, of PostgreSQL's and of wrk's (`*_load_cpu_ms`): all three share
+the machine.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import json
 import os
 import random
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -41,14 +44,16 @@ end
 init = function(args)
   local n = 0
   for line in io.lines("%(bodies)s") do
-    if n %% %(threads)d == id then bodies[#bodies + 1] = line end
+    if n %% %(threads)d == id then
+      bodies[#bodies + 1] = wrk.format("POST", path, {["Content-Type"] = "application/json"}, line)
+    end
     n = n + 1
   end
 end
 request = function()
   index = index + 1
   if index > #bodies then index = 1 end
-  return wrk.format("POST", path, {["Content-Type"] = "application/json"}, bodies[index])
+  return bodies[index]
 end
 """
 
@@ -213,13 +218,17 @@ def wrk(url: str, *, seconds: int, connections: int, threads: int, script: Path 
     command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", url]
     if script is not None:
         command[1:1] = ["-s", str(script)]
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk's CPU: the only child waited for meanwhile
+    load_cpu_s = (after.ru_utime - used.ru_utime) + (after.ru_stime - used.ru_stime)
     requests = int(re.search(r"(\d+) requests in", output).group(1))
     failed = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", output)) else 0
     errors = re.search(r"Socket errors: .*", output)
     return {"per_s": round((requests - failed) / seconds, 1), "requests": requests, "failed": failed,
             "p50_ms": _latency(output, "50%"), "p99_ms": _latency(output, "99%"),
-            "socket_errors": errors.group(0) if errors else None}
+            "socket_errors": errors.group(0) if errors else None,
+            "load_cpu_ms": round(load_cpu_s * 1000 / max(requests, 1), 3)}
 
 
 def _latency(output: str, label: str) -> float:
@@ -346,6 +355,8 @@ def main() -> None:
           # CPU per request of the server's processes and of PostgreSQL's (the database's share is 0 on SQLite)
           "rights_server_cpu_ms": rights["server_cpu_ms"], "rights_db_cpu_ms": rights["postgres_cpu_ms"],
           "care_sheets_server_cpu_ms": sheets["server_cpu_ms"], "care_sheets_db_cpu_ms": sheets["postgres_cpu_ms"],
+          # and of the load generator, which shares the machine
+          "rights_load_cpu_ms": rights["load_cpu_ms"], "care_sheets_load_cpu_ms": sheets["load_cpu_ms"],
           "bare_per_s": bare["per_s"], "bare_p99_ms": bare["p99_ms"],
           "at": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine()})
 
