@@ -122,8 +122,10 @@ def callgrind_toggle() -> ctypes.CDLL:
 def count_instructions(argv: list[str]) -> dict:
     """Run this script with `argv` under callgrind, counting only the timed requests; return its JSON with
     `instructions_per_request` added."""
-    if shutil.which("valgrind") is None:
-        raise SystemExit("--instructions needs valgrind (Debian: apt-get install valgrind)")
+    if shutil.which("valgrind") is None or not Path("/usr/include/valgrind/callgrind.h").exists():
+        raise SystemExit("--instructions needs valgrind and its headers (Debian: apt-get install valgrind)")
+    if shutil.which("cc") is None:
+        raise SystemExit("--instructions needs a C compiler as `cc` (Debian: apt-get install gcc)")
     with tempfile.TemporaryDirectory(prefix="labes-callgrind-") as scratch:
         out = Path(scratch, "callgrind.out")
         command = ["valgrind", "--tool=callgrind", "--collect-atstart=no", f"--callgrind-out-file={out}",
