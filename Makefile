@@ -1,6 +1,7 @@
 # Labes: `make run` sets up and serves the demo; `make test` sets up and runs every test.
 SHELL := /bin/bash
-PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do command -v $$p >/dev/null && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' && { echo $$p; break; }; done)
+# The interpreter .venv is built with: scripts/pick-python prefers an optimised build (see there); PYTHON=… overrides.
+PYTHON ?= $(shell scripts/pick-python)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
@@ -12,7 +13,7 @@ BENCH_MEMBERS ?= 100000
 .PHONY: install run test bench clean
 
 $(STAMP): pyproject.toml
-	@test -n "$(PYTHON)" || { echo "Labes needs Python 3.11 or newer (python3.11, python3.12 or python3.13 on PATH)"; exit 1; }
+	@test -n "$(PYTHON)" || { echo "Labes needs Python 3.11 or newer that can make a venv (python3.11, python3.12 or python3.13 on PATH; on Debian also python3.11-venv)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test]'
