@@ -1,7 +1,8 @@
 # Labes: `make run` sets up and serves the demo; `make test` sets up and runs every test.
 SHELL := /bin/bash
 # The interpreter .venv is built with: scripts/pick-python prefers an optimised build (see there); PYTHON=… overrides.
-PYTHON ?= $(shell scripts/pick-python)
+PICK_PYTHON := $(dir $(lastword $(MAKEFILE_LIST)))scripts/pick-python
+PYTHON ?= $(shell $(PICK_PYTHON))
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
