@@ -8,7 +8,6 @@ import os
 import platform
 import resource
 import sys
-import sysconfig
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -90,18 +89,14 @@ def machine() -> dict:
 
 
 def python_build() -> str:
-    """How this interpreter was built, as far as it affects speed: "static" (libpython linked into the executable,
-    as distributions build it) or "shared", and "+pgo" if configured with --enable-optimizations.
-
-    The same code takes ≈ 8 % more instructions on a shared build without profile guidance (pyenv's default) than
-    on Debian's (scripts/pick-python), so figures from different builds do not compare."""
+    """The interpreter's build (scripts/python_build.py): the same code takes ≈ 8 % more instructions on pyenv's
+    default build ("shared") than on Debian's ("static"), so figures from different builds do not compare."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
     try:
-        with open("/proc/self/maps") as maps:
-            linked = "shared" if any("libpython" in line for line in maps) else "static"
-    except OSError:
-        linked = "unknown"
-    guided = "--enable-optimizations" in (sysconfig.get_config_var("CONFIG_ARGS") or "")
-    return linked + ("+pgo" if guided else "")
+        from python_build import build
+    finally:
+        sys.path.pop(0)
+    return build()
 
 
 def emit(result: dict) -> None:
