@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -91,12 +92,11 @@ def machine() -> dict:
 def python_build() -> str:
     """The interpreter's build (scripts/python_build.py): the same code takes ≈ 8 % more instructions on pyenv's
     default build ("shared") than on Debian's ("static"), so figures from different builds do not compare."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-    try:
-        from python_build import build
-    finally:
-        sys.path.pop(0)
-    return build()
+    script = Path(__file__).resolve().parents[1] / "scripts" / "python_build.py"
+    spec = importlib.util.spec_from_file_location("python_build", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.build()
 
 
 def emit(result: dict) -> None:

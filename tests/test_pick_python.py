@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -11,6 +12,14 @@ from pathlib import Path
 import pytest
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def python_build():
+    """scripts/python_build.py as a module (it is not in a package: it runs before .venv exists)."""
+    spec = importlib.util.spec_from_file_location("python_build", SCRIPTS / "python_build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def pick(candidates: str) -> subprocess.CompletedProcess:
@@ -54,30 +63,23 @@ def test_no_usable_interpreter_prints_nothing_and_fails(tmp_path):
 
 def test_a_real_interpreter_names_itself_and_its_build():
     # This one runs the tests, so it is 3.11 or newer; whether it can make a venv depends on the machine.
-    done = subprocess.run([sys.executable, str(SCRIPTS / "python_build.py")], capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run([sys.executable, str(SCRIPTS / "python_build.py")], capture_output=True, text=True,
+                          timeout=60, check=False)
     if done.returncode != 0:
         pytest.skip(f"this interpreter cannot make a venv with pip: {done.stderr.strip()[-200:]}")
     kind, executable = done.stdout.split()
     assert executable == sys.executable
 
-    sys.path.insert(0, str(SCRIPTS))
-    try:
-        from python_build import build, optimised
-    finally:
-        sys.path.pop(0)
-    built = build()
+    module = python_build()
+    built = module.build()
     assert built.split("+")[0] in ("static", "shared", "unknown")
-    assert kind == ("optimised" if optimised(built) else "plain")
+    assert kind == ("optimised" if module.optimised(built) else "plain")
 
 
 def test_the_build_agrees_with_the_dynamic_linker():
     # Read from the running process's memory map; the dynamic linker's list of the executable's libraries says the same.
     if shutil.which("ldd") is None or not Path("/proc/self/maps").exists():
         pytest.skip("needs Linux and ldd")
-    sys.path.insert(0, str(SCRIPTS))
-    try:
-        from python_build import build
-    finally:
-        sys.path.pop(0)
-    libraries = subprocess.run(["ldd", os.path.realpath(sys.executable)], capture_output=True, text=True, timeout=60, check=False).stdout
-    assert build().split("+")[0] == ("shared" if "libpython" in libraries else "static")
+    libraries = subprocess.run(["ldd", os.path.realpath(sys.executable)], capture_output=True, text=True, timeout=60,
+                               check=False).stdout
+    assert python_build().build().split("+")[0] == ("shared" if "libpython" in libraries else "static")
