@@ -34,6 +34,8 @@ import time
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+import uvloop
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import emit, existing_database, machine, parser, workdir  # noqa: E402
@@ -65,8 +67,9 @@ def signed_bodies(terminals, patients, secret: bytes, *, action: str, count: int
     return out
 
 
-async def post(app, path: str, body: bytes) -> int:
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+async def post(app, path: str, body: bytes, state: dict | None = None) -> int:
+    """Post `body` to `path` of `app` as the server would, with the lifespan's `state` (a copy per request)."""
+    scope = {"type": "http", "state": dict(state or {}), "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
              "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
              "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
              "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
@@ -146,16 +149,16 @@ def count_instructions(argv: list[str]) -> dict:
 async def measure(app, path: str, warm: list[bytes], timed: list[bytes], profile: Path | None = None,
                   toggle: ctypes.CDLL | None = None) -> dict:
     profiler = cProfile.Profile(time.process_time) if profile else None  # CPU, not waiting
-    async with app.router.lifespan_context(app):
+    async with app.router.lifespan_context(app) as state:
         for body in warm:
-            await post(app, path, body)
+            await post(app, path, body, state)
         database = cpu_seconds(os.getpgrp())["postgres"]
         cpu, wall = time.process_time(), time.perf_counter()
         if profiler:
             profiler.enable()
         if toggle:
             toggle.labes_toggle_collect()
-        statuses = [await post(app, path, body) for body in timed]
+        statuses = [await post(app, path, body, state) for body in timed]
         if toggle:
             toggle.labes_toggle_collect()
         if profiler:
@@ -213,7 +216,8 @@ def main() -> None:
         age_patients_cards(engine, hours=2)
         engine.dispose()
     toggle = callgrind_toggle() if args.under_callgrind else None
-    result = asyncio.run(measure(create_app(), PATHS[args.action], bodies[:50], bodies[50:], args.profile, toggle))
+    # On uvloop, as `labes serve` runs the app (uvicorn with its standard extras).
+    result = uvloop.run(measure(create_app(), PATHS[args.action], bodies[:50], bodies[50:], args.profile, toggle))
     emit({"bench": "poc_cpu", "db": args.db, "members": args.members, "action": args.action,
           "requests": args.requests, "stale_cards": args.stale_cards, **result, "at": datetime.now(UTC).isoformat(timespec="seconds"),
           "machine": machine()})

@@ -13,12 +13,12 @@ from functools import partial
 import anyio
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from labes import __version__
 from labes.config import Settings, get_settings
-from labes.db import get_sessionmaker
+from labes.db import get_sessionmaker, make_reading_engine
 from labes.errors import install_handlers
 from labes.logging import configure as configure_logging
 from labes.migrate import current_revision, head_revision
@@ -104,13 +104,24 @@ def create_app(settings: Settings | None = None, factory: sessionmaker[Session] 
         if freeze_heap:
             gc.collect()  # what is garbage now is not frozen with the rest
             gc.freeze()
-        async with anyio.create_task_group() as tasks:
-            if settings.audit_seal_interval:
-                # Every process may seal: one at a time holds the chain, the others skip their turn.
-                sealer = partial(audit.run_sealer, app.state.sessionmaker, interval=settings.audit_seal_interval)
-                tasks.start_soon(sealer)
-            yield
-            tasks.cancel_scope.cancel()
+        # On PostgreSQL the requests that only read await their statements on this loop (care/deps.py): their
+        # engine's connections belong to the loop that serves them, so each server (each lifespan) has its own,
+        # handed to its requests as `request.state.reading_sessionmaker`.
+        bind = app.state.sessionmaker.kw.get("bind")
+        reading = (make_reading_engine(bind, pool_size=settings.db_pool_size)
+                   if settings.async_reads and isinstance(bind, Engine) and bind.dialect.name == "postgresql" else None)
+        state = {"reading_sessionmaker": sessionmaker(bind=reading.sync_engine, expire_on_commit=False) if reading else None}
+        try:
+            async with anyio.create_task_group() as tasks:
+                if settings.audit_seal_interval:
+                    # Every process may seal: one at a time holds the chain, the others skip their turn.
+                    sealer = partial(audit.run_sealer, app.state.sessionmaker, interval=settings.audit_seal_interval)
+                    tasks.start_soon(sealer)
+                yield state
+                tasks.cancel_scope.cancel()
+        finally:
+            if reading is not None:
+                await reading.dispose()
 
     app = FastAPI(
         lifespan=lifespan,

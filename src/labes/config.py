@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     worker_threads: int = Field(default=40, ge=0, description="Requests one app process handles at once (threads); "
                                 "0: one at a time, on the event loop (PostgreSQL, one process more than the cores)")
     db_pool_size: int = Field(default=10, description="Connections per app process (PostgreSQL)")
+    async_reads: bool = Field(default=True, description="PostgreSQL: the requests that only read (rights checks) "
+                              "await the database on the event loop, so a process serves others meanwhile; "
+                              "false: they run as the other requests do")
     sms_gateway_url: str | None = Field(default=None, description="SMS operator's HTTP gateway; unset: development gateway (log lines)")
     sms_gateway_username: str = Field(default="", description="Basic-auth user of the SMS gateway")
     sms_gateway_password: str = Field(default="", description="Basic-auth password of the SMS gateway")

@@ -11,11 +11,13 @@ from functools import lru_cache, partial
 from types import SimpleNamespace
 from typing import Any
 
-from psycopg import RawCursor
+from psycopg import AsyncConnection, AsyncRawCursor, RawCursor
 from sqlalchemy import MetaData, Row, Select, cast, create_engine, event, exc, literal_column, null, union_all
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.sql import Executable
+from sqlalchemy.util import await_only
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -54,9 +56,26 @@ def make_engine(url: str, **kwargs) -> Engine:
         return engine
     engine = create_engine(url, **kwargs)
     if not kwargs.get("pool_pre_ping"):
-        event.listen(engine, "checkin", _note_idle)
-        event.listen(engine, "checkout", partial(_ping_if_idle, engine.dialect))
+        _ping_when_idle(engine)
     return engine
+
+
+def make_reading_engine(engine: Engine, *, pool_size: int) -> AsyncEngine:
+    """An engine of PostgreSQL's asynchronous driver to the database of `engine`, for the requests that only read
+    (`signed_route(reading=True)`): each statement its own transaction (AUTOCOMMIT), awaited on the event loop, so
+    the process serves other requests while one waits on the database. The synchronous code of the request runs
+    in a greenlet (`sqlalchemy.util.greenlet_spawn`) and `read` awaits its statements there. `pool_size`
+    connections at most: a request beyond them awaits one, on the loop."""
+    # No rollback when a connection goes back to the pool: in AUTOCOMMIT no transaction outlives its statement.
+    reading = create_async_engine(engine.url, isolation_level="AUTOCOMMIT", pool_size=pool_size, max_overflow=0,
+                                  pool_reset_on_return=None)
+    _ping_when_idle(reading.sync_engine)
+    return reading
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    event.listen(engine, "checkin", _note_idle)
+    event.listen(engine, "checkout", partial(_ping_if_idle, engine.dialect))
 
 
 # A connection given back to the pool less than this long ago is used as it is; one idle for longer is
@@ -181,10 +200,7 @@ def read(connection: Connection, statement: Executable, parameters: dict[str, An
     prepared = _driver_ready(statement, connection.dialect) if connection.dialect.name == "postgresql" else None
     if prepared is None:
         return connection.execute(statement, parameters).all()
-    values = prepared.parameters(parameters)
-    with _driver_cursor(connection, prepared.sql, values, many=False) as cursor:
-        cursor.execute(prepared.sql, values)
-        return cursor.fetchall()
+    return _run(connection, prepared.sql, [prepared.parameters(parameters)], rows=True)
 
 
 def write(connection: Connection, statement: Executable, rows: Sequence[dict[str, Any]]) -> None:
@@ -194,25 +210,32 @@ def write(connection: Connection, statement: Executable, rows: Sequence[dict[str
         if rows:
             connection.execute(statement, list(rows))
         return
-    values = [prepared.parameters(row) for row in rows]
-    with _driver_cursor(connection, prepared.sql, values, many=len(values) > 1) as cursor:
-        if len(values) == 1:
-            cursor.execute(prepared.sql, values[0])
-        else:
-            cursor.executemany(prepared.sql, values)
+    _run(connection, prepared.sql, [prepared.parameters(row) for row in rows], rows=False)
 
 
-@contextmanager
-def _driver_cursor(connection: Connection, sql: str, parameters: Any, *, many: bool) -> Iterator[Any]:
-    """A raw cursor of the connection's own driver connection, used as SQLAlchemy would use one: its cursor events
-    are fired (for tracing and the tests' guards; with no execution context) and its errors raised as
-    SQLAlchemy raises them."""
+def _run(connection: Connection, sql: str, values: list[list[Any]], *, rows: bool) -> Sequence[Sequence[Any]] | None:
+    """Run `sql` once for each of `values` on the connection's own driver connection with a raw cursor (parameters
+    by position, as compiled: no conversion), as SQLAlchemy would: its cursor events are fired (for tracing and the
+    tests' guards; with no execution context) and its errors raised as SQLAlchemy raises them. `rows`: return the
+    rows (one run). A connection of an asynchronous engine (`reading_engine`) is awaited in its greenlet."""
     driver, dialect = connection.connection.driver_connection, connection.dialect
+    many = len(values) > 1
+    parameters = values if many else values[0]
     try:
-        with RawCursor(driver) as cursor:  # parameters by position, as compiled: no conversion
+        if isinstance(driver, AsyncConnection):
+            cursor = AsyncRawCursor(driver)
             connection.dispatch.before_cursor_execute(connection, cursor, sql, parameters, None, many)
-            yield cursor
-            connection.dispatch.after_cursor_execute(connection, cursor, sql, parameters, None, many)
+            found = await_only(_run_async(cursor, sql, values, rows=rows))
+        else:
+            with RawCursor(driver) as cursor:
+                connection.dispatch.before_cursor_execute(connection, cursor, sql, parameters, None, many)
+                if many:
+                    cursor.executemany(sql, values)
+                else:
+                    cursor.execute(sql, values[0])
+                found = cursor.fetchall() if rows else None
+        connection.dispatch.after_cursor_execute(connection, cursor, sql, parameters, None, many)
+        return found
     except dialect.loaded_dbapi.Error as error:
         gone = dialect.is_disconnect(error, driver, None)
         if gone:
@@ -220,6 +243,15 @@ def _driver_cursor(connection: Connection, sql: str, parameters: Any, *, many: b
         # The same exception classes (IntegrityError, OperationalError, …) as a statement run by SQLAlchemy.
         raise exc.DBAPIError.instance(sql, None, error, dialect.loaded_dbapi.Error, connection_invalidated=gone,
                                       dialect=dialect) from error
+
+
+async def _run_async(cursor: AsyncRawCursor, sql: str, values: list[list[Any]], *, rows: bool) -> list[Any] | None:
+    async with cursor:
+        if len(values) > 1:
+            await cursor.executemany(sql, values)
+        else:
+            await cursor.execute(sql, values[0])
+        return await cursor.fetchall() if rows else None
 
 
 @dataclass(frozen=True)

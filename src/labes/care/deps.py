@@ -16,7 +16,8 @@ from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import Engine, event
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.util import greenlet_spawn
 
 from labes.cards.crypto import KeysMissing
 from labes.care import protocol, transactions
@@ -169,8 +170,12 @@ def signed_route(router: APIRouter, path: str, *, action: str, content: type[Bas
         async def endpoint(request: Request, **values: Any) -> Response:
             signed = SignedAction(await _envelope(request), action, challenge_secret(request), patient, freshness,
                                   patient_file)
-            serve = _serve_reading if reading else _serve
-            answer = await run_unit_of_work(request, partial(serve, request, signed, handler, content, values))
+            work = (request, signed, handler, content, values)
+            readers = getattr(request.state, "reading_sessionmaker", None) if reading else None  # the lifespan's (app.py)
+            if readers is not None:
+                answer = await _serve_reading_awaited(readers, *work)
+            else:
+                answer = await run_unit_of_work(request, partial(_serve_reading if reading else _serve, *work))
             answer, status = answer if isinstance(answer, tuple) else (answer, status_code)
             return Response(pydantic_core.to_json(answer), status, media_type="application/json")
 
@@ -222,21 +227,40 @@ _READING = "labes_reading"  # Session.info key: this unit of work may not flush 
 
 def _serve_reading(request: Request, signed: SignedAction, handler: Handler, content: type[BaseModel],
                    values: dict[str, Any]) -> Answer:
-    with session_scope(request.app.state.sessionmaker) as session:
+    try:
+        return _read_only(request.app.state.sessionmaker, request, signed, handler, content, values)
+    except transactions.NeedsTransaction:
+        return _serve(request, signed, handler, content, values)  # a card's first use: as a writing request
+
+
+async def _serve_reading_awaited(readers: sessionmaker[Session], request: Request, signed: SignedAction,
+                                 handler: Handler, content: type[BaseModel], values: dict[str, Any]) -> Answer:
+    """A reading request on the event loop, its statements awaited (PostgreSQL's asynchronous driver, `readers`):
+    the process serves other requests while this one waits on the database. A card's first use is then served
+    as a writing request, where the server runs those."""
+    try:
+        return await greenlet_spawn(_read_only, readers, request, signed, handler, content, values)
+    except transactions.NeedsTransaction:
+        return await run_unit_of_work(request, partial(_serve, request, signed, handler, content, values))
+
+
+def _read_only(factory: sessionmaker[Session], request: Request, signed: SignedAction, handler: Handler,
+               content: type[BaseModel], values: dict[str, Any]) -> Answer:
+    with factory() as session:  # closed at the end; committed only if it holds a transaction
         session.info["request_id"] = getattr(request.state, "request_id", None)
-        if isinstance(session.get_bind(), Engine) and session.get_bind().dialect.name == "postgresql":
-            # Each statement its own transaction: the reads need none, and the one write is one statement.
+        bind = session.get_bind()
+        # On PostgreSQL each statement is its own transaction: the reads need none, and the one write is one
+        # statement; there is nothing to commit. (The asynchronous engine's connections are all so.)
+        autocommit = isinstance(bind, Engine) and bind.dialect.name == "postgresql"
+        if autocommit and not bind.dialect.is_async:
             session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
         session.info[_READING] = True
-        try:
-            verified = signed.accept(session, reading=True)
-        except transactions.NeedsTransaction:
-            pass
-        else:
-            answer = handler(session, verified, content_as(content, verified), **values)
-            signed.spend(session, verified)
-            return answer
-    return _serve(request, signed, handler, content, values)  # a card's first use: as a writing request
+        verified = signed.accept(session, reading=True)
+        answer = handler(session, verified, content_as(content, verified), **values)
+        signed.spend(session, verified)
+        if not autocommit:
+            session.commit()
+        return answer
 
 
 @event.listens_for(Session, "before_flush")
