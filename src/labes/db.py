@@ -217,7 +217,7 @@ def _run(connection: Connection, sql: str, values: list[list[Any]], *, rows: boo
     """Run `sql` once for each of `values` on the connection's own driver connection with a raw cursor (parameters
     by position, as compiled: no conversion), as SQLAlchemy would: its cursor events are fired (for tracing and the
     tests' guards; with no execution context) and its errors raised as SQLAlchemy raises them. `rows`: return the
-    rows (one run). A connection of an asynchronous engine (`reading_engine`) is awaited in its greenlet."""
+    rows (one run). A connection of an asynchronous engine (`make_reading_engine`) is awaited in its greenlet."""
     driver, dialect = connection.connection.driver_connection, connection.dialect
     many = len(values) > 1
     parameters = values if many else values[0]
