@@ -169,6 +169,42 @@ def test_a_read_on_a_connection_the_server_dropped_invalidates_it(db_url):
         other.dispose()
 
 
+def test_an_awaited_read_on_a_connection_the_server_dropped_invalidates_it(db_url):
+    """The same through the reading requests' asynchronous engine: SQLAlchemy's error, and a new connection next."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("SQLite has no server that can drop a connection")
+    import asyncio
+
+    from labes.registry.models import Person
+
+    engine, other = make_engine(db_url), make_engine(db_url)
+    reading = db.make_reading_engine(engine, pool_size=1)
+    statement = select(Person.id).where(Person.cin == "00000000")
+
+    def terminate(pid: int) -> None:
+        with other.connect() as killer:
+            killer.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
+
+    async def scenario() -> None:
+        try:
+            async with reading.connect() as connection:
+                pid = (await connection.exec_driver_sql("SELECT pg_backend_pid()")).scalar()
+                await asyncio.to_thread(terminate, pid)
+                with pytest.raises(exc.OperationalError):
+                    await connection.run_sync(lambda sync: db.read(sync, statement, {}))
+                assert connection.sync_connection.invalidated
+            async with reading.connect() as connection:  # the pool hands out a new connection
+                assert await connection.run_sync(lambda sync: db.read(sync, statement, {})) == []
+        finally:
+            await reading.dispose()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        engine.dispose()
+        other.dispose()
+
+
 def test_a_write_stores_what_sqlalchemy_stores(session):
     # The audit trail's insert: JSON columns (a None is JSON null, as SQLAlchemy writes it), times, text.
     from sqlalchemy import insert

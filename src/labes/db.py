@@ -225,7 +225,7 @@ def _run(connection: Connection, sql: str, values: list[list[Any]], *, rows: boo
         if isinstance(driver, AsyncConnection):
             cursor = AsyncRawCursor(driver)
             connection.dispatch.before_cursor_execute(connection, cursor, sql, parameters, None, many)
-            found = await_only(_run_async(cursor, sql, values, rows=rows))
+            found = await_only(_run_async(cursor, sql, values, many=many, rows=rows))
         else:
             with RawCursor(driver) as cursor:
                 connection.dispatch.before_cursor_execute(connection, cursor, sql, parameters, None, many)
@@ -245,9 +245,10 @@ def _run(connection: Connection, sql: str, values: list[list[Any]], *, rows: boo
                                       dialect=dialect) from error
 
 
-async def _run_async(cursor: AsyncRawCursor, sql: str, values: list[list[Any]], *, rows: bool) -> list[Any] | None:
+async def _run_async(cursor: AsyncRawCursor, sql: str, values: list[list[Any]], *, many: bool,
+                     rows: bool) -> list[Any] | None:
     async with cursor:
-        if len(values) > 1:
+        if many:
             await cursor.executemany(sql, values)
         else:
             await cursor.execute(sql, values[0])
