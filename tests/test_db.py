@@ -253,4 +253,4 @@ def test_a_read_is_seen_by_sqlalchemys_cursor_events(session):
         db.read(connection, _FILE.statement, {"person_id": uuid.uuid4(), "on": date.today(), "year": 2026})
     finally:
         event.remove(connection, "before_cursor_execute", record)
-    assert len(seen) == 1 and seen[0].startswith("SELECT 'head' AS part")
+    assert len(seen) == 1 and "SELECT 'head' AS part" in seen[0]

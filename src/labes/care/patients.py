@@ -65,8 +65,11 @@ def file_parts(person_id: ColumnElement) -> dict[str, Select]:
     families_of = union_all(
         select(Member.id.label("family_id"), literal_column("0").label("precedence")).where(Member.person_id == person_id),
         select(Dependant.member_id, literal_column("1")).where(Dependant.person_id == person_id)).subquery()
-    family = (select(families_of.c.family_id).order_by(families_of.c.precedence, families_of.c.family_id).limit(1)
-              .scalar_subquery())
+    # Found once (a common table expression), read by the head row and the dependants: written as a subquery in
+    # each, the database would look the family up again for each.
+    found = (select(families_of.c.family_id).order_by(families_of.c.precedence, families_of.c.family_id).limit(1)
+             .cte("family"))
+    family = select(found.c.family_id).scalar_subquery()
     latest_scheme = (select(func.max(CoveragePeriod.start_date))
                      .where(CoveragePeriod.member_id == Member.id, CoveragePeriod.start_date <= bindparam("on"))
                      .correlate(Member).scalar_subquery())

@@ -118,7 +118,10 @@ _LAYOUT = _layout(tuple(column.name for column in _CARDS["sqlite"].selected_colu
 
 # A rights check's one read: the cards, and the patient's file on the day of care (`patients.file_parts`), the
 # patient found by their card's serial: a round trip fewer, and the file handed on only once the checks pass.
-_PATIENT_OF_CARD = select(Card.holder_person_id).where(Card.serial == bindparam("patient_card")).scalar_subquery()
+# The patient is looked up once, as a common table expression that every part reads: as a subquery in each, the
+# card would be looked up again for each (six times).
+_PATIENT = select(Card.holder_person_id.label("person_id")).where(Card.serial == bindparam("patient_card")).cte("patient")
+_PATIENT_OF_CARD = select(_PATIENT.c.person_id).scalar_subquery()
 _CARDS_AND_FILE = {name: union_read(cards=statement, **patients.file_parts(_PATIENT_OF_CARD))
                    for name, statement in _CARDS.items()}
 _CARDS_AND_FILE_LAYOUT = _layout(*zip(*_CARDS_AND_FILE["sqlite"].positions["cards"], strict=True))
