@@ -126,6 +126,7 @@ def test_a_rights_check_reads_the_file_in_the_cards_statement(world, session):
     reads = [s for s in statements if s.startswith(("SELECT", "WITH patient AS"))]
     assert len(reads) == 1 and "SELECT 'cards' AS part" in reads[0], statements
     assert reads[0].count("WHERE card.serial = ") == 1, reads[0]  # the patient's card looked up once
+    assert reads[0].count("WHERE member.person_id = ") == 1, reads[0]  # and their family once
 
 
 def test_a_forged_check_hands_on_no_file(world, session, keys_dir):
