@@ -196,7 +196,7 @@ def signed_bodies(base: str, terminals, patients, *, action: str, count: int, ou
 
 def cpu_seconds(server_group: int) -> dict[str, float]:
     """CPU time (user + system) used so far by the server's processes and by PostgreSQL's, read from /proc (Linux)."""
-    ticks = {"server": 0, "postgres": 0}
+    ticks = {"server": 0, "postgres": 0, "server_sys": 0, "postgres_sys": 0}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             text = stat.read_text()
@@ -207,6 +207,7 @@ def cpu_seconds(server_group: int) -> dict[str, float]:
         key = "server" if group == server_group else "postgres" if name.startswith("postgres") else None
         if key:
             ticks[key] += int(fields[11]) + int(fields[12])
+            ticks[f"{key}_sys"] += int(fields[12])
     return {key: value / os.sysconf("SC_CLK_TCK") for key, value in ticks.items()}
 
 
@@ -354,6 +355,7 @@ def main() -> None:
           "care_sheets_p99_ms": sheets["p99_ms"], "care_sheets_failed": sheets["failed"],
           # CPU per request of the server's processes and of PostgreSQL's (the database's share is 0 on SQLite)
           "rights_server_cpu_ms": rights["server_cpu_ms"], "rights_db_cpu_ms": rights["postgres_cpu_ms"],
+          "rights_server_sys_cpu_ms": rights["server_sys_cpu_ms"], "rights_db_sys_cpu_ms": rights["postgres_sys_cpu_ms"],
           "care_sheets_server_cpu_ms": sheets["server_cpu_ms"], "care_sheets_db_cpu_ms": sheets["postgres_cpu_ms"],
           # and of the load generator, which shares the machine
           "rights_load_cpu_ms": rights["load_cpu_ms"], "care_sheets_load_cpu_ms": sheets["load_cpu_ms"],

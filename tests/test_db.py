@@ -190,8 +190,12 @@ def test_an_awaited_read_on_a_connection_the_server_dropped_invalidates_it(db_ur
             async with reading.connect() as connection:
                 pid = (await connection.exec_driver_sql("SELECT pg_backend_pid()")).scalar()
                 await asyncio.to_thread(terminate, pid)
-                with pytest.raises(exc.OperationalError):
+                # asyncpg says "connection is closed" (InterfaceError), or, if it has not yet seen the socket
+                # close, that its protocol is busy (InternalError): SQLAlchemy's errors either way, the
+                # connection invalidated.
+                with pytest.raises((exc.InterfaceError, exc.InternalError)) as raised:
                     await connection.run_sync(lambda sync: db.read(sync, statement, {}))
+                assert raised.value.connection_invalidated
                 assert connection.sync_connection.invalidated
             async with reading.connect() as connection:  # the pool hands out a new connection
                 assert await connection.run_sync(lambda sync: db.read(sync, statement, {})) == []
@@ -254,3 +258,47 @@ def test_a_read_is_seen_by_sqlalchemys_cursor_events(session):
     finally:
         event.remove(connection, "before_cursor_execute", record)
     assert len(seen) == 1 and "SELECT 'head' AS part" in seen[0]
+
+
+def test_the_reading_engine_reaches_the_same_server_with_the_same_settings():
+    # asyncpg names libpq's options otherwise: they are translated, and one it has no name for is refused, not dropped.
+    from sqlalchemy.engine import make_url
+
+    url, connect_args = db.asyncpg_url(make_url(
+        "postgresql+psycopg://labes:secret@db.example:6432/labes?options=-c%20lock_timeout%3D5s%20--statement_timeout%3D9s"
+        "&sslmode=verify-full&application_name=labes-api&connect_timeout=3"))
+    assert url.render_as_string(hide_password=False) == \
+        "postgresql+asyncpg://labes:secret@db.example:6432/labes?ssl=verify-full"
+    assert connect_args == {"timeout": 3.0, "server_settings": {
+        "lock_timeout": "5s", "statement_timeout": "9s", "application_name": "labes-api"}}
+    socket, none = db.asyncpg_url(make_url("postgresql+psycopg://labes@/labes?host=/var/run/postgresql"))
+    assert (socket.query, none) == ({"host": "/var/run/postgresql"}, {})
+    with pytest.raises(ValueError, match="target_session_attrs"):
+        db.asyncpg_url(make_url("postgresql+psycopg://labes@db.example/labes?target_session_attrs=read-write"))
+    with pytest.raises(ValueError, match="-c name=value"):
+        db.asyncpg_url(make_url("postgresql+psycopg://labes@db.example/labes?options=-c%20lock_timeout"))
+
+
+def test_the_reading_engine_applies_the_urls_settings(db_url):
+    if not db_url.startswith("postgresql"):
+        pytest.skip("the reading engine is PostgreSQL's")
+    import asyncio
+
+    from sqlalchemy.engine import make_url
+
+    url = make_url(db_url).update_query_dict({"options": "-c lock_timeout=4321ms", "application_name": "labes-reads"})
+    engine = make_engine(url.render_as_string(hide_password=False))
+    reading = db.make_reading_engine(engine, pool_size=1)
+
+    async def settings() -> tuple[str, str]:
+        try:
+            async with reading.connect() as connection:
+                return (await connection.exec_driver_sql(
+                    "SELECT current_setting('lock_timeout'), current_setting('application_name')")).one()
+        finally:
+            await reading.dispose()
+
+    try:
+        assert tuple(asyncio.run(settings())) == ("4321ms", "labes-reads")
+    finally:
+        engine.dispose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import shlex
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -11,13 +12,12 @@ from functools import lru_cache, partial
 from types import SimpleNamespace
 from typing import Any
 
-from psycopg import AsyncConnection, AsyncRawCursor, RawCursor
+from psycopg import RawCursor
 from sqlalchemy import MetaData, Row, Select, cast, create_engine, event, exc, literal_column, null, union_all
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.sql import Executable
-from sqlalchemy.util import await_only
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -61,16 +61,48 @@ def make_engine(url: str, **kwargs) -> Engine:
 
 
 def make_reading_engine(engine: Engine, *, pool_size: int) -> AsyncEngine:
-    """An engine of PostgreSQL's asynchronous driver to the database of `engine`, for the requests that only read
-    (`signed_route(reading=True)`): each statement its own transaction (AUTOCOMMIT), awaited on the event loop, so
-    the process serves other requests while one waits on the database. The synchronous code of the request runs
-    in a greenlet (`sqlalchemy.util.greenlet_spawn`) and `read` awaits its statements there. `pool_size`
-    connections at most: a request beyond them awaits one, on the loop."""
+    """An engine of asyncpg, PostgreSQL's asynchronous driver, to the database of `engine`, for the requests that
+    only read (`signed_route(reading=True)`): each statement its own transaction (AUTOCOMMIT), awaited on the event
+    loop, so the process serves other requests while one waits on the database. The synchronous code of the
+    request runs in a greenlet (`sqlalchemy.util.greenlet_spawn`) and `read` awaits its statements there.
+    `pool_size` connections at most: a request beyond them awaits one, on the loop.
+
+    asyncpg, not psycopg's asynchronous connection: a rights check's read costs its process ≈ 100 µs of CPU through
+    asyncpg and ≈ 190 µs through psycopg (BENCHMARKS.md, tenth session), the database's work being the same."""
+    url, connect_args = asyncpg_url(engine.url)
     # No rollback when a connection goes back to the pool: in AUTOCOMMIT no transaction outlives its statement.
-    reading = create_async_engine(engine.url, isolation_level="AUTOCOMMIT", pool_size=pool_size, max_overflow=0,
-                                  pool_reset_on_return=None)
+    reading = create_async_engine(url, connect_args=connect_args, isolation_level="AUTOCOMMIT", pool_size=pool_size,
+                                  max_overflow=0, pool_reset_on_return=None)
     _ping_when_idle(reading.sync_engine)
     return reading
+
+
+def asyncpg_url(url: URL) -> tuple[URL, dict[str, Any]]:
+    """Return the psycopg `url` (libpq's options in its query) as asyncpg's URL and connect arguments: the same
+    server, user and settings. `options=-c name=value …` (or `--name=value`) and `application_name` become asyncpg's
+    `server_settings`, `sslmode` its `ssl` (which takes the same modes), `connect_timeout` its `timeout`; `host`
+    (a socket's directory too) and `port` stay as they are. An option asyncpg has no name for is refused here,
+    rather than dropped."""
+    query, settings, connect_args = dict(url.query), {}, {}
+    for word in shlex.split(query.pop("options", "")):
+        if word == "-c":
+            continue
+        name, equals, value = word.removeprefix("--").removeprefix("-c").partition("=")
+        if not equals:
+            raise ValueError(f"LABES_DATABASE_URL: options={word!r} is not '-c name=value'")
+        settings[name] = value
+    if "application_name" in query:
+        settings["application_name"] = query.pop("application_name")
+    if "sslmode" in query:
+        query["ssl"] = query.pop("sslmode")
+    if "connect_timeout" in query:
+        connect_args["timeout"] = float(query.pop("connect_timeout"))
+    if unknown := sorted(set(query) - {"host", "port", "ssl"}):
+        raise ValueError(f"LABES_DATABASE_URL: asyncpg (LABES_ASYNC_READS) takes no {', '.join(unknown)}; "
+                         "set LABES_ASYNC_READS=false to read through psycopg")
+    if settings:
+        connect_args["server_settings"] = settings
+    return url.set(drivername="postgresql+asyncpg", query=query), connect_args
 
 
 def _ping_when_idle(engine: Engine) -> None:
@@ -190,9 +222,10 @@ def read(connection: Connection, statement: Executable, parameters: dict[str, An
     every point-of-care request makes.
 
     On PostgreSQL the statement is compiled once, with numbered parameters ($1, $2: the server's own), and
-    handed to psycopg as it is (a raw cursor), in the connection's transaction: SQLAlchemy's result set-up
-    (and the column descriptions psycopg builds for it) cost more client time than the statement, ≈ 0.1 ms a
-    statement, and psycopg's own conversion of named parameters is cached only for statements under 4 KiB.
+    handed to the driver as it is (psycopg's raw cursor; asyncpg on the reading engine), in the connection's
+    transaction: SQLAlchemy's result set-up (and the column descriptions psycopg builds for it) cost more client
+    time than the statement, ≈ 0.1 ms a statement, and psycopg's own conversion of named parameters is cached
+    only for statements under 4 KiB.
     The parameters are converted as SQLAlchemy would (its types' bind processors); a statement with a column
     SQLAlchemy would convert, and every statement on another database, goes through SQLAlchemy as usual. For
     statements built once, at import: each new statement object is compiled again.
@@ -214,45 +247,43 @@ def write(connection: Connection, statement: Executable, rows: Sequence[dict[str
 
 
 def _run(connection: Connection, sql: str, values: list[list[Any]], *, rows: bool) -> Sequence[Sequence[Any]] | None:
-    """Run `sql` once for each of `values` on the connection's own driver connection with a raw cursor (parameters
-    by position, as compiled: no conversion), as SQLAlchemy would: its cursor events are fired (for tracing and the
-    tests' guards; with no execution context) and its errors raised as SQLAlchemy raises them. `rows`: return the
-    rows (one run). A connection of an asynchronous engine (`make_reading_engine`) is awaited in its greenlet."""
-    driver, dialect = connection.connection.driver_connection, connection.dialect
+    """Run `sql` once for each of `values` on the connection's own driver connection (parameters by position, as
+    compiled: no conversion), as SQLAlchemy would: its cursor events are fired (for tracing and the tests' guards;
+    with no execution context) and its errors raised as SQLAlchemy raises them. `rows`: return the rows (one run).
+
+    psycopg's connections get a raw cursor. A connection of the asynchronous engine (`make_reading_engine`) gets
+    the cursor of SQLAlchemy's asyncpg adapter, which awaits asyncpg in the request's greenlet and caches the
+    prepared statements (the SQL is already asyncpg's: numbered parameters)."""
+    record, dialect = connection.connection, connection.dialect
     many = len(values) > 1
     parameters = values if many else values[0]
     try:
-        if isinstance(driver, AsyncConnection):
-            cursor = AsyncRawCursor(driver)
-            connection.dispatch.before_cursor_execute(connection, cursor, sql, parameters, None, many)
-            found = await_only(_run_async(cursor, sql, values, many=many, rows=rows))
+        if dialect.is_async:
+            cursor = record.dbapi_connection.cursor()
         else:
-            with RawCursor(driver) as cursor:
-                connection.dispatch.before_cursor_execute(connection, cursor, sql, parameters, None, many)
-                if many:
-                    cursor.executemany(sql, values)
-                else:
-                    cursor.execute(sql, values[0])
-                found = cursor.fetchall() if rows else None
+            cursor = RawCursor(record.driver_connection)
+        try:
+            connection.dispatch.before_cursor_execute(connection, cursor, sql, parameters, None, many)
+            if many:
+                cursor.executemany(sql, values)
+            else:
+                cursor.execute(sql, values[0])
+            found = cursor.fetchall() if rows else None
+        finally:
+            cursor.close()
         connection.dispatch.after_cursor_execute(connection, cursor, sql, parameters, None, many)
         return found
     except dialect.loaded_dbapi.Error as error:
-        gone = dialect.is_disconnect(error, driver, None)
+        # asyncpg may find the server gone before it notices the socket closed: its protocol, still waiting on a
+        # statement the server never answered, refuses the next one (InternalClientError). Either way the
+        # connection is of no further use.
+        gone = dialect.is_disconnect(error, record.dbapi_connection, None) or (
+            dialect.is_async and isinstance(error, getattr(dialect.loaded_dbapi, "InternalClientError", ())))
         if gone:
             connection.invalidate(error)  # as SQLAlchemy does when its own statement finds the server gone
         # The same exception classes (IntegrityError, OperationalError, …) as a statement run by SQLAlchemy.
         raise exc.DBAPIError.instance(sql, None, error, dialect.loaded_dbapi.Error, connection_invalidated=gone,
                                       dialect=dialect) from error
-
-
-async def _run_async(cursor: AsyncRawCursor, sql: str, values: list[list[Any]], *, many: bool,
-                     rows: bool) -> list[Any] | None:
-    async with cursor:
-        if many:
-            await cursor.executemany(sql, values)
-        else:
-            await cursor.execute(sql, values[0])
-        return await cursor.fetchall() if rows else None
 
 
 @dataclass(frozen=True)
