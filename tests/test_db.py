@@ -302,3 +302,22 @@ def test_the_reading_engine_applies_the_urls_settings(db_url):
         assert tuple(asyncio.run(settings())) == ("4321ms", "labes-reads")
     finally:
         engine.dispose()
+
+
+def test_a_server_whose_url_asyncpg_cannot_take_stops_at_start_naming_the_option(db_url, app_for):
+    # The README's promise: not a server that starts and then fails (or silently drops the option) at its first read.
+    if not db_url.startswith("postgresql"):
+        pytest.skip("the reading engine is PostgreSQL's")
+    from fastapi.testclient import TestClient
+    from sqlalchemy.engine import make_url
+
+    url = make_url(db_url).update_query_dict({"target_session_attrs": "any"})  # psycopg takes it; asyncpg has no such option
+    engine = make_engine(url.render_as_string(hide_password=False))
+    try:
+        with pytest.raises(ValueError, match="target_session_attrs.*LABES_ASYNC_READS=false"), \
+                TestClient(app_for(sessionmaker(bind=engine), worker_threads=0)):
+            pass
+        with TestClient(app_for(sessionmaker(bind=engine), worker_threads=0, async_reads=False)) as client:
+            assert client.get("/readyz").status_code == 200  # the way out the message names
+    finally:
+        engine.dispose()
