@@ -117,7 +117,8 @@ def install_handlers(app: FastAPI) -> None:
                 "status": exc.status_code,
                 "detail": f"{request.method} {request.url.path}: {exc.detail}",
                 "instance": request.url.path,
-            }
+            },
+            headers=exc.headers,  # a 405's Allow (RFC 9110 §15.5.6), a 401's WWW-Authenticate
         )
 
     @app.exception_handler(IntegrityError)

@@ -435,6 +435,14 @@ class TestBodies:
         problem(world.client.post(f"{API}/prescriptions", json=body), 422, "malformed-request")
         assert counts(session) == before
 
+    @pytest.mark.parametrize("path", ["/rights-checks", "/care-sheets/CS-2026-00000001/corrections"])
+    def test_another_method_on_a_card_signed_path_is_405_naming_post(self, world, path):
+        # Card-signed routes are dispatched by plain routes tried first (care.deps.dispatched_first): a GET, PUT or
+        # DELETE on their path answers as FastAPI's own route would, and reaches no handler.
+        for method in ("GET", "PUT", "DELETE"):
+            response = world.client.request(method, f"{API}{path}")
+            assert response.status_code == 405 and response.headers["allow"] == "POST", (method, response.text)
+
     def test_an_extra_member_beside_the_envelope_is_refused(self, world, session):
         before = counts(session)
         body = sign(world.doctor_at_clinic, "prescribe", prescription(), patient=world.cards["patient"])
