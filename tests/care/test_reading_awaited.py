@@ -8,6 +8,7 @@ there is no such engine: the same requests run as before, and each test says so.
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import httpx2
 import pytest
@@ -85,6 +86,51 @@ def test_a_rights_check_awaits_its_statements_and_answers_as_before(awaited, sta
     same = {key: value for key, value in answer.json().items() if key != "checked_at"}
     assert same == {key: value for key, value in other.json().items() if key != "checked_at"}
     assert same["covered"] is True and same["standard_act"]["code"] == "CMF"
+
+
+def test_a_union_read_through_asyncpg_is_the_one_through_psycopg_value_for_value(awaited):
+    # asyncpg reads each part's row as one ROW value (db.UnionRead.records); psycopg, SQLAlchemy and SQLite read
+    # the parts side by side. A family with a dependant and a chronic disease: every part, every column type.
+    world, client, committed = awaited
+    if not on_postgresql(committed):
+        pytest.skip("SQLite has no asynchronous engine: its reads are the side-by-side form, tested in tests/test_db.py")
+    from datetime import date
+
+    from labes.care import transactions
+    from labes.care.patients import _FILE
+    from labes.db import make_reading_engine
+    from labes.registry.models import ChronicCondition, Dependant, Person
+
+    with committed() as session:
+        member = factories.member(session)
+        child = factories.dependant(session, member.social_id)
+        session.add(ChronicCondition(id=uuid.uuid4(), person_id=member.person_id, code="08", icd10="E11", valid_from=date(2025, 3, 1)))
+        session.commit()
+        people = (member.person_id, child.person_id)
+        assert session.get(Dependant, child.id) is not None and session.get(Person, child.person_id) is not None
+        on = date.today()
+        through_psycopg = [_FILE.rows(session.connection(), {"person_id": person, "on": on, "year": on.year})
+                           for person in people]
+        cards_read = transactions._CARDS_AND_FILE["postgresql"]
+        card_parameters = {"card": world.cards["patient"].serial, "other_card": world.doctor_at_clinic.card.serial,
+                           "facility": world.clinic.code, "patient_card": world.cards["patient"].serial, "on": on,
+                           "year": on.year}
+        cards_through_psycopg = cards_read.rows(session.connection(), card_parameters)
+
+    async def through_asyncpg():
+        reading = make_reading_engine(committed.kw["bind"], pool_size=1)
+        try:
+            async with reading.connect() as connection:
+                files = [await connection.run_sync(lambda sync, person=person: _FILE.rows(
+                    sync, {"person_id": person, "on": on, "year": on.year})) for person in people]
+                return files, await connection.run_sync(lambda sync: cards_read.rows(sync, card_parameters))
+        finally:
+            await reading.dispose()
+
+    files, cards_ = asyncio.run(through_asyncpg())
+    assert files == through_psycopg and cards_ == cards_through_psycopg
+    assert [len(file["dependant"]) for file in files] == [1, 1] and len(files[0]["chronic"]) == 1
+    assert len(cards_["cards"]) == 2 and len(cards_["head"]) == 1
 
 
 def test_the_other_reading_requests_are_awaited_too(awaited, statements):

@@ -135,8 +135,8 @@ def patient_file(session: Session, *, person: Person, on: date) -> PatientFile:
     a member or a dependant) with its care scheme, family doctor and usage, and the patient's Amen household;
     the family's dependants; the patient's chronic diseases.
     """
-    found = _FILE.split(read(session.connection(), _FILE.statement, {"person_id": person.id, "on": on, "year": on.year}))
-    return assemble(person, on, found)
+    found = _FILE.rows(session.connection(), {"person_id": person.id, "on": on, "year": on.year})
+    return assemble(person, on, _FILE.namespaces(found))
 
 
 def assemble(person: Any, on: date, found: dict[str, list[Any]]) -> PatientFile:

@@ -124,7 +124,6 @@ _PATIENT = select(Card.holder_person_id.label("person_id")).where(Card.serial ==
 _PATIENT_OF_CARD = select(_PATIENT.c.person_id).scalar_subquery()
 _CARDS_AND_FILE = {name: union_read(cards=statement, **patients.file_parts(_PATIENT_OF_CARD))
                    for name, statement in _CARDS.items()}
-_CARDS_AND_FILE_LAYOUT = _layout(*zip(*_CARDS_AND_FILE["sqlite"].positions["cards"], strict=True))
 
 
 def _signers(session: Session, *, serials: list[str], facility: str, challenge: protocol.Challenge | None,
@@ -145,9 +144,9 @@ def _signers(session: Session, *, serials: list[str], facility: str, challenge: 
                              "spent last (spend_with_audit).")
         serial, on = patient_file_of
         union = _CARDS_AND_FILE[connection.dialect.name]
-        rows = read(connection, union.statement, {**parameters, "patient_card": serial, "on": on, "year": on.year})
-        file = union.split(row for row in rows if row[0] != "cards")
-        return _cards_of([row for row in rows if row[0] == "cards"], _CARDS_AND_FILE_LAYOUT), fresh, file
+        parts = union.rows(connection, {**parameters, "patient_card": serial, "on": on, "year": on.year})
+        cards_ = parts.pop("cards")  # as the cards read's own rows
+        return _cards_of(cards_, _LAYOUT), fresh, union.namespaces(parts)
     if challenge is not None and connection.dialect.name == "postgresql":
         rows = read(connection, _CARDS_SPENDING, {**parameters, "nonce": challenge.nonce,
                                                   "expires_at": challenge.expires_at})
