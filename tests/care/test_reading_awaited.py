@@ -91,7 +91,7 @@ def test_a_rights_check_awaits_its_statements_and_answers_as_before(awaited, sta
 def test_a_union_read_through_asyncpg_is_the_one_through_psycopg_value_for_value(awaited):
     # asyncpg reads each part's row as one ROW value (db.UnionRead.records); psycopg, SQLAlchemy and SQLite read
     # the parts side by side. A family with a dependant and a chronic disease: every part, every column type.
-    world, client, committed = awaited
+    world, _, committed = awaited
     if not on_postgresql(committed):
         pytest.skip("SQLite has no asynchronous engine: its reads are the side-by-side form, tested in tests/test_db.py")
     from datetime import date

@@ -313,3 +313,18 @@ class TestApiTokens:
     def test_unknown_permission_is_refused(self, session):
         with pytest.raises(InvalidInput, match="registry:delete"):
             create_api_token(session, actor=factories.ACTOR, name=unique("feed"), permissions=["registry:delete"])
+
+
+def test_a_card_signed_route_with_dependencies_is_not_dispatched_past_them():
+    # care.deps.dispatched_first calls the endpoint itself: a dependency added to the router would be skipped.
+    from fastapi import APIRouter, Depends
+
+    from labes.care.routes import rights_check
+    from labes.care.schemas import RightsCheckContent
+    from labes.security.deps import UnitOfWorkRoute
+
+    guarded = APIRouter(prefix="/api/v1/care", route_class=UnitOfWorkRoute, dependencies=[Depends(get_actor)])
+    deps.signed_route(guarded, "/rights-checks", action="rights-check", content=RightsCheckContent,
+                      reading=True)(rights_check)
+    with pytest.raises(ValueError, match="has dependencies"):
+        deps.dispatched_first(guarded)

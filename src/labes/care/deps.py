@@ -199,9 +199,12 @@ def dispatched_first(router: APIRouter) -> list[Route]:
     strings) and answer encoding (the endpoint returns its Response): ≈ 0.25 M instructions of a rights check's
     4.7 M, 5 %. The plain route keeps what the app does for every request (its middleware, the error answers of
     `labes.errors`, the body limit), and answers a path's other methods 405 as FastAPI's would."""
+    signed = [route for route in router.routes if isinstance(route, APIRoute) and hasattr(route.endpoint, "card_signed")]
+    for route in signed:
+        if route.dependant.dependencies:  # a router's or route's own: the plain route would skip them
+            raise ValueError(f"{route.path} has dependencies; a card-signed route is dispatched without them.")
     return [Route(route.path, partial(_direct, route.endpoint), methods=["POST"], name=route.name,
-                  include_in_schema=False)
-            for route in router.routes if isinstance(route, APIRoute) and hasattr(route.endpoint, "card_signed")]
+                  include_in_schema=False) for route in signed]
 
 
 async def _direct(endpoint: Callable[..., Any], request: Request) -> Response:

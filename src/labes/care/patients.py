@@ -16,7 +16,7 @@ from sqlalchemy import ColumnElement, Select, bindparam, func, literal_column, s
 from sqlalchemy.orm import Session, aliased
 
 from labes.care.models import FamilyUsage
-from labes.db import read, union_read
+from labes.db import union_read
 from labes.registry import rules as registry_rules
 from labes.registry.models import (
     AmenHousehold, AmenMember, ChronicCondition, CoveragePeriod, Dependant, Member, Person, Professional,
