@@ -164,12 +164,11 @@ def session_scope(factory: sessionmaker[Session] | None = None) -> Iterator[Sess
         session.close()
 
 
-def columns_by_prefix(keys: Iterable[str], positions: Sequence[int] | None = None) -> dict[str, list[tuple[str, int]]]:
-    """Group a result's `<prefix>__<column>` keys by prefix: {prefix: [(column, position), …]}; other keys are left out.
-
-    `positions`: where each key is in the row (by default, the keys are the row's columns in order)."""
+def columns_by_prefix(keys: Iterable[str]) -> dict[str, list[tuple[str, int]]]:
+    """Group a result's `<prefix>__<column>` keys (its columns, in order) by prefix: {prefix: [(column, position), …]};
+    other keys are left out."""
     groups: dict[str, list[tuple[str, int]]] = {}
-    for index, key in zip(positions, keys, strict=True) if positions is not None else enumerate(keys):
+    for index, key in enumerate(keys):
         prefix, labelled, column = key.partition("__")
         if labelled:
             groups.setdefault(prefix, []).append((column, index))
@@ -228,9 +227,9 @@ def union_read(**parts: Select) -> UnionRead:
                                                      for part, column in columns]]
         branches.append(statement.with_only_columns(*values))
     statement = union_all(*branches)
-    records = union_all(*[statement_.with_only_columns(literal_column(f"'{name}'").label("part"),
-                                                       func.row(*statement_.selected_columns).label("record"))
-                          for name, statement_ in parts.items()])
+    records = union_all(*[part.with_only_columns(literal_column(f"'{name}'").label("part"),
+                                                 func.row(*part.selected_columns).label("record"))
+                          for name, part in parts.items()])
     return UnionRead(statement, columns_by_prefix(statement.selected_columns.keys()), records)
 
 

@@ -106,10 +106,10 @@ _CARDS = {"postgresql": _cards_read(lateral=True), "sqlite": _cards_read(lateral
 Layout = tuple[list[tuple[str, int]], list[tuple[str, int, list[tuple[str, int]]]]]
 
 
-def _layout(keys: Sequence[str], positions: Sequence[int] | None = None) -> Layout:
-    """Group the `prefix__column` keys of a result (at `positions` in its rows): the card's own columns, then
-    (table, id position, columns)."""
-    groups = columns_by_prefix(keys, positions)
+def _layout(keys: Sequence[str]) -> Layout:
+    """Group the `prefix__column` keys of a result's columns: the card's own columns, then (table, id position,
+    columns)."""
+    groups = columns_by_prefix(keys)
     own = groups.pop("card", [])
     return own, [(table, dict(columns)["id"], columns) for table, columns in groups.items()]
 
