@@ -182,6 +182,7 @@ class UnionRead:
     statement: Select  # every part's columns side by side, the other parts' NULL
     positions: dict[str, list[tuple[str, int]]]
     records: Select  # each part's row as one value (ROW(…)): for asyncpg, which reads it back typed
+    names: dict[str, tuple[str, ...]]  # each part's columns, in order
 
     def rows(self, connection: Connection, parameters: dict[str, Any]) -> dict[str, list[tuple[Any, ...]]]:
         """Run the read; return {part: [each of its rows as a tuple of its own columns, in order]}."""
@@ -196,8 +197,7 @@ class UnionRead:
 
     def namespaces(self, rows: dict[str, list[tuple[Any, ...]]]) -> dict[str, list[SimpleNamespace]]:
         """Return the rows of `rows()` as namespaces of their part's columns."""
-        names = {part: [column for column, _ in columns] for part, columns in self.positions.items()}
-        return {part: [SimpleNamespace(**dict(zip(names[part], row, strict=True))) for row in found]
+        return {part: [SimpleNamespace(**dict(zip(self.names[part], row, strict=True))) for row in found]
                 for part, found in rows.items()}
 
 
@@ -230,7 +230,9 @@ def union_read(**parts: Select) -> UnionRead:
     records = union_all(*[part.with_only_columns(literal_column(f"'{name}'").label("part"),
                                                  func.row(*part.selected_columns).label("record"))
                           for name, part in parts.items()])
-    return UnionRead(statement, columns_by_prefix(statement.selected_columns.keys()), records)
+    positions = columns_by_prefix(statement.selected_columns.keys())
+    names = {part: tuple(column for column, _ in columns) for part, columns in positions.items()}
+    return UnionRead(statement, positions, records, names)
 
 
 def read(connection: Connection, statement: Executable, parameters: dict[str, Any]) -> Sequence[Sequence[Any]]:

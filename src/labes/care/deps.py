@@ -198,7 +198,7 @@ def dispatched_first(router: APIRouter) -> list[Route]:
     after its own request handling: dependencies (none here), parameter validation (the path's values are plain
     strings) and answer encoding (the endpoint returns its Response): ≈ 0.25 M instructions of a rights check's
     4.7 M, 5 %. The plain route keeps what the app does for every request (its middleware, the error answers of
-    `labes.errors`, the body limit), and answers a path's other methods 405 as FastAPI's would."""
+    `labes.errors`), and answers a path's other methods 405 as FastAPI's would."""
     signed = [route for route in router.routes if isinstance(route, APIRoute) and hasattr(route.endpoint, "card_signed")]
     for route in signed:
         if route.dependant.dependencies:  # a router's or route's own: the plain route would skip them
