@@ -209,6 +209,148 @@ def test_an_awaited_read_on_a_connection_the_server_dropped_invalidates_it(db_ur
         other.dispose()
 
 
+def _reading_sessions(db_url, scenario, *, size: int = 1) -> None:
+    """Run `scenario(sessions, pid_of, terminate)` against kept reading sessions of the database at `db_url`."""
+    import asyncio
+
+    from sqlalchemy.util import greenlet_spawn
+
+    engine, other = make_engine(db_url), make_engine(db_url)
+    reading = db.make_reading_engine(engine, pool_size=size)
+    sessions = db.ReadingSessions(sessionmaker(bind=reading.sync_engine), size=size)
+
+    async def pid_of(session) -> int:
+        return await greenlet_spawn(lambda: session.connection().exec_driver_sql("SELECT pg_backend_pid()").scalar())
+
+    async def terminate(pid: int) -> None:
+        def run() -> None:
+            with other.connect() as killer:
+                killer.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
+        await asyncio.to_thread(run)
+
+    async def run() -> None:
+        try:
+            await scenario(sessions, pid_of, terminate)
+        finally:
+            await sessions.close()
+            await reading.dispose()
+
+    try:
+        asyncio.run(run())
+    finally:
+        engine.dispose()
+        other.dispose()
+
+
+def _postgresql_only(db_url) -> None:
+    if not db_url.startswith("postgresql"):
+        pytest.skip("reading sessions are the asynchronous engine's, which is PostgreSQL's")
+
+
+def test_a_kept_reading_session_is_handed_to_the_next_request_emptied(db_url):
+    """The next request gets the same session and connection, with none of the last request's objects or notes."""
+    _postgresql_only(db_url)
+    from sqlalchemy.util import greenlet_spawn
+
+    from labes.registry.models import Person
+
+    async def scenario(sessions, pid_of, _terminate) -> None:
+        async with sessions.session() as first:
+            pid = await pid_of(first)
+            first.info["request_id"] = "abc"
+            first.add(Person(cin="00000001", first_name_ar="أ", last_name_ar="ب", first_name_lat="A", last_name_lat="B",
+                             birth_date=date(1990, 1, 1), sex="F"))  # never flushed: the engine's statements commit alone
+        async with sessions.session() as second:
+            assert second is first and await pid_of(second) == pid
+            assert second.info == {} and list(second) == [] and not second.new
+            assert await greenlet_spawn(lambda: second.scalar(select(func.count()).select_from(Person)
+                                                              .where(Person.cin == "00000001"))) == 0
+
+    _reading_sessions(db_url, scenario)
+
+
+def test_a_request_refused_by_the_gate_keeps_its_session_and_any_other_failure_closes_it(db_url):
+    _postgresql_only(db_url)
+
+    class Refused(Exception):
+        pass
+
+    async def scenario(sessions, pid_of, _terminate) -> None:
+        with pytest.raises(Refused):
+            async with sessions.session(keep_on=(Refused,)) as session:
+                pid = await pid_of(session)
+                session.info["pending"] = ["an audit event of the refused request"]
+                raise Refused
+        async with sessions.session() as kept:
+            assert kept is session and kept.info == {} and await pid_of(kept) == pid
+        with pytest.raises(RuntimeError):
+            async with sessions.session(keep_on=(Refused,)) as failed:
+                raise RuntimeError("a bug, or a database error")
+        async with sessions.session() as fresh:
+            assert fresh is not failed
+            assert await pid_of(fresh) == pid  # the closed session's connection went back to the pool
+
+    _reading_sessions(db_url, scenario)
+
+
+def test_a_kept_session_whose_connection_the_server_dropped_fails_once_and_is_replaced(db_url):
+    _postgresql_only(db_url)
+    from sqlalchemy.util import greenlet_spawn
+
+    async def scenario(sessions, pid_of, terminate) -> None:
+        async with sessions.session() as session:
+            pid = await pid_of(session)
+        await terminate(pid)
+        with pytest.raises((exc.InterfaceError, exc.InternalError, exc.OperationalError)):
+            async with sessions.session() as broken:  # used a moment ago: handed out as it is
+                assert broken is session
+                await pid_of(broken)
+        async with sessions.session() as replacement:
+            assert replacement is not session
+            assert await pid_of(replacement) != pid
+            assert await greenlet_spawn(lambda: replacement.connection().exec_driver_sql("SELECT 1").scalar()) == 1
+
+    _reading_sessions(db_url, scenario)
+
+
+def test_a_kept_session_idle_too_long_is_pinged_and_replaced_if_its_server_is_gone(db_url, monkeypatch):
+    """As the pool does at checkout: the request itself never sees the dropped connection."""
+    _postgresql_only(db_url)
+
+    async def scenario(sessions, pid_of, terminate) -> None:
+        async with sessions.session() as session:
+            pid = await pid_of(session)
+        await terminate(pid)
+        monkeypatch.setattr(db, "PING_AFTER_IDLE_S", 0.0)
+        async with sessions.session() as next_one:
+            assert next_one is not session
+            assert await pid_of(next_one) != pid
+
+    _reading_sessions(db_url, scenario)
+
+
+def test_no_more_reading_sessions_are_lent_at_once_than_the_pool_holds(db_url):
+    _postgresql_only(db_url)
+    import asyncio
+
+    async def scenario(sessions, pid_of, _terminate) -> None:
+        inside, most = 0, 0
+
+        async def request() -> None:
+            nonlocal inside, most
+            async with sessions.session() as session:
+                inside += 1
+                most = max(most, inside)
+                await pid_of(session)
+                await asyncio.sleep(0.01)
+                inside -= 1
+
+        await asyncio.gather(*(request() for _ in range(6)))
+        assert most == 2
+
+    _reading_sessions(db_url, scenario, size=2)
+
+
 def test_a_write_stores_what_sqlalchemy_stores(session):
     # The audit trail's insert: JSON columns (a None is JSON null, as SQLAlchemy writes it), times, text.
     from sqlalchemy import insert

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from labes import __version__
 from labes.config import Settings, get_settings
-from labes.db import get_sessionmaker, make_reading_engine
+from labes.db import ReadingSessions, get_sessionmaker, make_reading_engine
 from labes.errors import install_handlers
 from labes.logging import configure as configure_logging
 from labes.migrate import current_revision, head_revision
@@ -107,11 +107,13 @@ def create_app(settings: Settings | None = None, factory: sessionmaker[Session] 
             gc.freeze()
         # On PostgreSQL the requests that only read await their statements on this loop (care/deps.py): their
         # engine's connections belong to the loop that serves them, so each server (each lifespan) has its own,
-        # handed to its requests as `request.state.reading_sessionmaker`.
+        # its sessions kept open between requests and lent to them as `request.state.reading_sessions`.
         bind = app.state.sessionmaker.kw.get("bind")
         reading = (make_reading_engine(bind, pool_size=settings.db_pool_size)
                    if settings.async_reads and isinstance(bind, Engine) and bind.dialect.name == "postgresql" else None)
-        state = {"reading_sessionmaker": sessionmaker(bind=reading.sync_engine, expire_on_commit=False) if reading else None}
+        sessions = (ReadingSessions(sessionmaker(bind=reading.sync_engine, expire_on_commit=False),
+                                    size=settings.db_pool_size) if reading else None)
+        state = {"reading_sessions": sessions}
         try:
             async with anyio.create_task_group() as tasks:
                 if settings.audit_seal_interval:
@@ -122,6 +124,7 @@ def create_app(settings: Settings | None = None, factory: sessionmaker[Session] 
                 tasks.cancel_scope.cancel()
         finally:
             if reading is not None:
+                await sessions.close()
                 await reading.dispose()
 
     app = FastAPI(

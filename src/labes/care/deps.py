@@ -17,14 +17,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import Engine, event
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 from sqlalchemy.util import greenlet_spawn
 from starlette.routing import Route
 
 from labes.cards.crypto import KeysMissing
 from labes.care import protocol, transactions
 from labes.care.transactions import Verified, VerifiedInsured
-from labes.db import session_scope
+from labes.db import ReadingSessions, session_scope
 from labes.errors import LabesError
 from labes.security.deps import run_unit_of_work
 
@@ -173,7 +173,7 @@ def signed_route(router: APIRouter, path: str, *, action: str, content: type[Bas
             signed = SignedAction(await _envelope(request), action, challenge_secret(request), patient, freshness,
                                   patient_file)
             work = (request, signed, handler, content, values)
-            readers = getattr(request.state, "reading_sessionmaker", None) if reading else None  # the lifespan's (app.py)
+            readers = getattr(request.state, "reading_sessions", None) if reading else None  # the lifespan's (app.py)
             if readers is not None:
                 answer = await _serve_reading_awaited(readers, *work)
             else:
@@ -245,44 +245,49 @@ def _serve(request: Request, signed: SignedAction, handler: Handler, content: ty
 
 
 _READING = "labes_reading"  # Session.info key: this unit of work may not flush a change
+# What a reading request may raise and leave its kept session fit for the next: refusals and malformed content
+# (nothing reached the database, or only statements that succeeded), and a card's first use handed over.
+_SESSION_UNHARMED = (LabesError, RequestValidationError, transactions.NeedsTransaction)
 
 
 def _serve_reading(request: Request, signed: SignedAction, handler: Handler, content: type[BaseModel],
                    values: dict[str, Any]) -> Answer:
     try:
-        return _read_only(request.app.state.sessionmaker, request, signed, handler, content, values)
+        with request.app.state.sessionmaker() as session:  # closed at the end; committed only if it holds a transaction
+            bind = session.get_bind()
+            # On PostgreSQL each statement is its own transaction: the reads need none, and the one write is one
+            # statement; there is nothing to commit.
+            autocommit = isinstance(bind, Engine) and bind.dialect.name == "postgresql"
+            if autocommit:
+                session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+            answer = _read_only(session, request, signed, handler, content, values)
+            if not autocommit:
+                session.commit()
+            return answer
     except transactions.NeedsTransaction:
         return _serve(request, signed, handler, content, values)  # a card's first use: as a writing request
 
 
-async def _serve_reading_awaited(readers: sessionmaker[Session], request: Request, signed: SignedAction,
+async def _serve_reading_awaited(readers: ReadingSessions, request: Request, signed: SignedAction,
                                  handler: Handler, content: type[BaseModel], values: dict[str, Any]) -> Answer:
-    """A reading request on the event loop, its statements awaited (PostgreSQL's asynchronous driver, `readers`):
-    the process serves other requests while this one waits on the database. A card's first use is then served
-    as a writing request, where the server runs those."""
+    """A reading request on the event loop, its statements awaited (PostgreSQL's asynchronous driver, on a session
+    of `readers`, whose connections commit each statement): the process serves other requests while this one
+    waits on the database. A card's first use is then served as a writing request, where the server runs those."""
     try:
-        return await greenlet_spawn(_read_only, readers, request, signed, handler, content, values)
+        async with readers.session(keep_on=_SESSION_UNHARMED) as session:
+            return await greenlet_spawn(_read_only, session, request, signed, handler, content, values)
     except transactions.NeedsTransaction:
         return await run_unit_of_work(request, partial(_serve, request, signed, handler, content, values))
 
 
-def _read_only(factory: sessionmaker[Session], request: Request, signed: SignedAction, handler: Handler,
+def _read_only(session: Session, request: Request, signed: SignedAction, handler: Handler,
                content: type[BaseModel], values: dict[str, Any]) -> Answer:
-    with factory() as session:  # closed at the end; committed only if it holds a transaction
-        session.info["request_id"] = getattr(request.state, "request_id", None)
-        bind = session.get_bind()
-        # On PostgreSQL each statement is its own transaction: the reads need none, and the one write is one
-        # statement; there is nothing to commit. (The asynchronous engine's connections are all so.)
-        autocommit = isinstance(bind, Engine) and bind.dialect.name == "postgresql"
-        if autocommit and not bind.dialect.is_async:
-            session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-        session.info[_READING] = True
-        verified = signed.accept(session, reading=True)
-        answer = handler(session, verified, content_as(content, verified), **values)
-        signed.spend(session, verified)
-        if not autocommit:
-            session.commit()
-        return answer
+    session.info["request_id"] = getattr(request.state, "request_id", None)
+    session.info[_READING] = True
+    verified = signed.accept(session, reading=True)
+    answer = handler(session, verified, content_as(content, verified), **values)
+    signed.spend(session, verified)
+    return answer
 
 
 @event.listens_for(Session, "before_flush")
