@@ -1,3 +1,5 @@
+import pytest
+
 from tests import factories
 
 
@@ -59,3 +61,17 @@ def test_a_served_process_freezes_its_start_up_heap(keys_dir, factory, monkeypat
     assert ran["target"] == "labes.app:server_app" and ran["factory"] is True and ran["workers"] == 2
     monkeypatch.setattr(app_module, "create_app", lambda **options: options)
     assert app_module.server_app() == {"freeze_heap": True}
+
+
+@pytest.mark.parametrize("telemetry", [False, True], ids=["off", "on"])
+def test_requests_look_for_opentelemetry_only_when_telemetry_is_on(app_for, factory, monkeypatch, telemetry):
+    # LABES_TELEMETRY: FastAPI's traces go to the OpenTelemetry SDK a deployment sets up; off, no request looks.
+    from opentelemetry import trace
+    from starlette.testclient import TestClient
+
+    looked, real = [], trace.get_tracer_provider
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: looked.append(True) or real())
+    with TestClient(app_for(factory, telemetry=telemetry)) as client:
+        looked.clear()
+        assert client.get("/healthz").json() == {"status": "ok"}
+    assert bool(looked) is telemetry

@@ -132,6 +132,9 @@ def create_app(settings: Settings | None = None, factory: sessionmaker[Session] 
         title="Labes",
         version=__version__,
         summary="Electronic data interchange for a national health-insurance fund.",
+        # Off unless asked for: with no OpenTelemetry SDK set up, FastAPI still looks its three providers up on every
+        # request (environment look-ups among them), ≈ 1 % of a rights check's instructions.
+        telemetry={"tracing": settings.telemetry, "metrics": settings.telemetry, "logs": settings.telemetry},
     )
     app.state.settings = settings
     app.state.sessionmaker = factory or get_sessionmaker()

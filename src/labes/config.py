@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     async_reads: bool = Field(default=True, description="PostgreSQL: the requests that only read (rights checks) "
                               "await the database on the event loop, so a process serves others meanwhile; "
                               "false: they run as the other requests do")
+    telemetry: bool = Field(default=False, description="FastAPI's OpenTelemetry traces, metrics and logs of every "
+                            "request, to the OpenTelemetry SDK the process sets up; false: requests do not look it up")
     sms_gateway_url: str | None = Field(default=None, description="SMS operator's HTTP gateway; unset: development gateway (log lines)")
     sms_gateway_username: str = Field(default="", description="Basic-auth user of the SMS gateway")
     sms_gateway_password: str = Field(default="", description="Basic-auth password of the SMS gateway")
