@@ -37,7 +37,7 @@ def standard_act(rules, professional, *, is_family_doctor: bool) -> str | None:
     return code if code in rules.acts else None
 
 
-def _price(verified: Verified, patient: PatientFile, code: str) -> dict[str, Any]:
+def _price(verified: Verified, patient: PatientFile, context: adj.PatientContext, code: str) -> dict[str, Any]:
     rules = ruleset(verified.care_day)
     act = rules.acts.get(code)
     if act is None:
@@ -49,19 +49,19 @@ def _price(verified: Verified, patient: PatientFile, code: str) -> dict[str, Any
                       diagnoses=(), referral=True, approvals=(), cited_approval=None)
     provider = provider_context(verified.professional, verified.facility, sheet_kind=sheet_kind, on=verified.care_day)
     usage = adj.Usage(ceiling_used_millimes=patient.ceiling_used_millimes, copay_used_millimes=patient.copay_used_millimes)
-    decision = adj.adjudicate(claim, patient_context(patient, care_date=verified.care_day), provider, usage, rules)
+    decision = adj.adjudicate(claim, context, provider, usage, rules)
     return {"code": code, "label": act.label_fr, "tariff_millimes": act.tariff_millimes, "status": decision.status,
             "fund_millimes": decision.fund_millimes, "patient_millimes": decision.patient_millimes,
             "payee": decision.payee, "reasons": list(decision.reasons),
             "explanation": [step.to_dict() for step in decision.explanation]}
 
 
-def ceiling(patient: PatientFile, on: date) -> dict[str, Any]:
+def ceiling(patient: PatientFile, context: adj.PatientContext, on: date) -> dict[str, Any]:
     """Return the family's annual ceiling, used and remaining (in the schemes the rule data puts under a ceiling)."""
     rules = ruleset(on)
     if patient.scheme not in rules.ceiling.schemes:
         return {"applies": False, "year": on.year}
-    total = adj.family_ceiling_millimes(patient_context(patient, care_date=on), rules)
+    total = adj.family_ceiling_millimes(context, rules)
     used = patient.ceiling_used_millimes
     return {"applies": True, "year": on.year, "total_millimes": total, "used_millimes": used,
             "remaining_millimes": max(total - used, 0)}
@@ -79,6 +79,7 @@ def check(session: Session, *, verified: Verified, act: str | None = None) -> di
     is_family_doctor = doctor is not None and doctor.id == verified.professional.id
     code = act or standard_act(rules, verified.professional, is_family_doctor=is_family_doctor)
     names = chronic_disease_names()
+    context = patient_context(patient, care_date=on)  # what adjudication knows of the patient: the ceiling's and the price's
     answer = {
         "checked_at": verified.now,
         "card": verified.patient_card.serial,
@@ -96,8 +97,8 @@ def check(session: Session, *, verified: Verified, act: str | None = None) -> di
                               "valid_to": c.valid_to} for c in patient.chronic],
         "amen": {"number": patient.amen.number, "level": patient.amen.level, "covered": patient.amen_covered,
                  "valid_to": patient.amen.valid_to} if patient.amen is not None else None,
-        "ceiling": ceiling(patient, on),
-        "standard_act": _price(verified, patient, code) if code else None,
+        "ceiling": ceiling(patient, context, on),
+        "standard_act": _price(verified, patient, context, code) if code else None,
     }
     audit.record(session, actor=verified.actor, action="care:rights:check", entity_type="person", entity_id=person.id,
                  after={"card": verified.patient_card.serial, "facility": verified.facility.code,
