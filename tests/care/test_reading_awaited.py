@@ -157,6 +157,23 @@ def test_a_replayed_rights_check_is_refused_and_writes_nothing(awaited):
     assert tally(committed) == before
 
 
+def test_a_refused_rights_check_leaves_nothing_in_its_kept_session_for_the_next(awaited):
+    """A replay is refused after its handler queued its audit event: the session goes back to the others with
+    nothing of it, so the next check writes its own event alone, under its own request id."""
+    world, client, committed = awaited
+    body = sign(world.doctor_at_clinic, "rights-check", {}, patient=world.cards["patient"])
+    assert client.post(f"{API}/rights-checks", json=body).status_code == 200
+    before = tally(committed)
+    problem(client.post(f"{API}/rights-checks", json=body, headers={"x-request-id": "replayed"}), 403,
+            "invalid-transaction")
+    fresh = sign(world.doctor_at_clinic, "rights-check", {}, patient=world.cards["patient"])
+    assert client.post(f"{API}/rights-checks", json=fresh, headers={"x-request-id": "next"}).status_code == 200
+    assert tally(committed) == (before[0] + 1, before[1] + 1)
+    with committed() as session:
+        last = session.scalars(select(AuditEvent.request_id).order_by(AuditEvent.id.desc()).limit(2)).all()
+    assert last[0] == "next" and "replayed" not in last
+
+
 def test_a_forged_rights_check_is_refused_and_leaves_its_challenge_unspent(awaited):
     world, client, committed = awaited
     challenge = world.doctor_at_clinic.challenge()
