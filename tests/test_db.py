@@ -293,6 +293,35 @@ def test_a_request_refused_by_the_gate_keeps_its_session_and_any_other_failure_c
     _reading_sessions(db_url, scenario)
 
 
+def test_a_cancelled_request_closes_its_session(db_url):
+    """A request cancelled mid-way (its client gone, the server stopping) may leave its connection mid-statement:
+    its session is closed, not lent again."""
+    _postgresql_only(db_url)
+    import asyncio
+
+    async def scenario(sessions, pid_of, _terminate) -> None:
+        inside = asyncio.Event()
+        lent = []
+
+        async def request() -> None:
+            async with sessions.session(keep_on=(ValueError,)) as session:
+                lent.append(session)
+                await pid_of(session)
+                inside.set()
+                await asyncio.sleep(60)
+
+        task = asyncio.create_task(request())
+        await inside.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        async with sessions.session() as next_one:
+            assert next_one is not lent[0]
+            assert await pid_of(next_one) > 0
+
+    _reading_sessions(db_url, scenario)
+
+
 def test_a_kept_session_whose_connection_the_server_dropped_fails_once_and_is_replaced(db_url):
     _postgresql_only(db_url)
     from sqlalchemy.util import greenlet_spawn
