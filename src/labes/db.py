@@ -86,8 +86,8 @@ class ReadingSessions:
     """Sessions of the reading engine (`make_reading_engine`) kept open from one request to the next, each holding
     its connection: a request that only reads takes one, awaits its statements, and gives it back.
 
-    A Session made for each request, its connection checked out, begun, ended and checked in again, costs a rights
-    check ≈ 240,000 of its ≈ 4.4 M instructions (BENCHMARKS.md, twelfth session); a Session kept open hands the
+    A Session made for each request, its connection checked out, begun, ended and checked in again, cost a rights
+    check ≈ 220,000 of its ≈ 4.4 M instructions (5 %, BENCHMARKS.md, twelfth session); a Session kept open hands the
     next request its connection as it is. Between requests a session holds nothing: on this engine every statement
     commits by itself (AUTOCOMMIT), and its objects and `info` are cleared when it is given back. A request that
     fails with an exception other than `keep_on` (a database error, a cancelled request) closes its session: the
@@ -130,7 +130,8 @@ class ReadingSessions:
                 await greenlet_spawn(_ping_session, session)
                 return session
             except Exception as error:  # noqa: BLE001 - any failure means its connection is gone
-                log.warning("an idle reading connection no longer answers; replaced", extra={"fields": {"error": str(error)}})
+                log.warning("an idle reading connection no longer answers; replaced",
+                            extra={"fields": {"error": str(error)}})
                 await _close(session)
         return self._factory()
 

@@ -79,7 +79,7 @@ def check(session: Session, *, verified: Verified, act: str | None = None) -> di
     is_family_doctor = doctor is not None and doctor.id == verified.professional.id
     code = act or standard_act(rules, verified.professional, is_family_doctor=is_family_doctor)
     names = chronic_disease_names()
-    context = patient_context(patient, care_date=on)  # what adjudication knows of the patient: the ceiling's and the price's
+    context = patient_context(patient, care_date=on)  # adjudication's view of the patient: for the ceiling and the price
     answer = {
         "checked_at": verified.now,
         "card": verified.patient_card.serial,
