@@ -202,7 +202,7 @@ def main() -> None:
                        "LABES_WORKER_THREADS": "0" if args.db == "postgresql" else "40"})
     if args.under_callgrind:  # the sealer's rounds follow the clock, which valgrind slows: count the requests alone
         os.environ["LABES_AUDIT_SEAL_INTERVAL"] = "0"
-    from labes.app import create_app
+    from labes.app import server_app
     from labes.care.transactions import challenge_secret
 
     terminals, patients = prepare_cards(url, keys_dir, cards_dir, patients=0, doctors=20, seed=args.seed)
@@ -216,8 +216,8 @@ def main() -> None:
         age_patients_cards(engine, hours=2)
         engine.dispose()
     toggle = callgrind_toggle() if args.under_callgrind else None
-    # On uvloop, as `labes serve` runs the app (uvicorn with its standard extras).
-    result = uvloop.run(measure(create_app(), PATHS[args.action], bodies[:50], bodies[50:], args.profile, toggle))
+    # On uvloop, and the app as `labes serve` runs it (uvicorn with its standard extras; its start-up heap frozen).
+    result = uvloop.run(measure(server_app(), PATHS[args.action], bodies[:50], bodies[50:], args.profile, toggle))
     emit({"bench": "poc_cpu", "db": args.db, "members": args.members, "action": args.action,
           "requests": args.requests, "stale_cards": args.stale_cards, **result, "at": datetime.now(UTC).isoformat(timespec="seconds"),
           "machine": machine()})
