@@ -11,6 +11,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from labes.cards.crypto import card_certificate, load_authority
 from labes.cards.serials import make_serial
@@ -197,6 +199,33 @@ class TestChallenge:
             protocol.open_challenge(SECRET, token, now=NOW)
 
 
+class TestTransactionPayload:
+    """A transaction's payload is built with the standard library's JSON, which must give RFC 8785's bytes."""
+
+    @settings(max_examples=300, deadline=None)
+    @given(strings=st.lists(st.text(), min_size=7, max_size=7), present=st.lists(st.booleans(), min_size=4, max_size=4),
+           moment=st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2099, 12, 31), timezones=st.just(UTC)))
+    def test_it_is_the_rfc8785_form_for_any_text(self, strings, present, moment):
+        action, professional, facility, digest, patient, challenge, client_key = strings
+        tx = Transaction(action=action, professional_card=professional, facility=facility, time=moment,
+                         content_digest=digest, patient_card=patient if present[0] else None,
+                         challenge=challenge if present[1] else None, client_key=client_key if present[2] else None)
+        assert tx.payload() == protocol.canonical(tx.claims())
+
+    def test_escapes_are_rfc8785s(self):
+        tx = Transaction(action="rights-check", professional_card='"\\\b\f\n\r\t\x00\x1f\x7f\u2028é€😀',
+                         facility="F", time=NOW, content_digest="d")
+        assert tx.payload() == protocol.canonical(tx.claims())
+        assert b'"\\"\\\\\\b\\f\\n\\r\\t\\u0000\\u001f\x7f' in tx.payload()
+
+    def test_a_lone_surrogate_is_refused(self, patient, doctor):
+        # JSON can carry one ("\ud800"), UTF-8 cannot: the payload has no canonical form, and is refused as input.
+        payload = protocol.canonical(transaction(patient, doctor).claims()).replace(b'"FSFX00001"', b'"\\ud800"')
+        with pytest.raises(InvalidInput) as refused:
+            protocol.parse(hand_signed(payload, [patient, doctor]))
+        assert refused.value.field == "transaction.payload"
+
+
 class TestSignParseVerify:
     def test_round_trip_with_two_cards(self, patient, doctor):
         tx = transaction(patient, doctor)
@@ -257,8 +286,80 @@ class TestSignParseVerify:
         tx = transaction(patient, doctor)
         jws_json = hand_signed(tx.payload(), [stranger, doctor], kids=[patient.serial, doctor.serial])
         jws_json["signatures"][0]["header"] = {"kid": stranger.serial}
-        with pytest.raises(InvalidTransaction):
-            protocol.verify(protocol.parse(jws_json), {**keys_of(patient, doctor), **keys_of(stranger)})
+        with pytest.raises(InvalidInput, match="every header parameter is protected") as refused:
+            protocol.parse(jws_json)
+        assert refused.value.field == "transaction.signatures.0"
+
+    @pytest.mark.parametrize("extra", [{"crit": ["b64"], "b64": False}, {"b64": False}, {"typ": "JWT"},
+                                       {"jwk": {"kty": "EC"}}])
+    def test_a_header_holds_only_alg_and_kid(self, patient, doctor, extra):
+        # b64=false (RFC 7797) would have the card sign the payload unencoded: another signing input than ours.
+        jws_json = protocol.sign(transaction(patient, doctor), [patient, doctor])
+        jws_json["signatures"][1]["protected"] = b64(json.dumps({"alg": "ES256", "kid": doctor.serial, **extra}).encode())
+        with pytest.raises(InvalidInput, match="only 'alg' and 'kid'") as refused:
+            protocol.parse(jws_json)
+        assert refused.value.field == "transaction.signatures.1"
+
+    @pytest.mark.parametrize("segment", ["protected", "signature", "payload"])
+    @pytest.mark.parametrize("spoil", [lambda text: text + "=", lambda text: text.replace("-", "+").replace("_", "/") + "+/",
+                                       lambda text: text + "A", lambda text: text[:-1] + chr(ord(text[-1]) + 1),
+                                       lambda text: text + "é", lambda text: text + " "])
+    def test_segments_are_strict_base64url(self, patient, doctor, segment, spoil):
+        # One signature, one encoding: padding, the other alphabet, a stray character or unused bits set are
+        # refused, as joserfc refuses them, rather than read as the same bytes.
+        jws_json = protocol.sign(transaction(patient, doctor), [patient, doctor])
+        holder = jws_json if segment == "payload" else jws_json["signatures"][0]
+        holder[segment] = spoil(holder[segment])
+        with pytest.raises((InvalidInput, InvalidTransaction)):
+            protocol.verify(protocol.parse(jws_json), keys_of(patient, doctor))
+
+    def test_it_accepts_no_jws_that_joserfc_refuses(self, patient, doctor, stranger):
+        # The server checks this protocol's JWS itself (one reading of it) and the signatures with joserfc's ES256;
+        # joserfc's general reader is the reference: every variant of a signed transaction the server accepts, it
+        # accepts too. (The server refuses more: unprotected headers, parameters other than alg and kid.)
+        from joserfc import jws
+        from joserfc.errors import JoseError
+        from joserfc.jwk import ECKey
+
+        keys = {card.serial: ECKey.import_key(card.certificate().public_key()) for card in (patient, doctor, stranger)}
+        original = protocol.sign(transaction(patient, doctor), [patient, doctor])
+        other = protocol.sign(transaction(patient, doctor, challenge="other"), [patient, doctor])
+        variants = [original]
+        for index in range(2):
+            for field in ("protected", "signature"):
+                for byte in (0, 5, -1):
+                    variant = json.loads(json.dumps(original))
+                    variant["signatures"][index][field] = flip(variant["signatures"][index][field], byte)
+                    variants.append(variant)
+            variant = json.loads(json.dumps(original))
+            variant["signatures"][index]["signature"] = other["signatures"][index]["signature"]
+            variants.append(variant)
+        variant = json.loads(json.dumps(original))
+        variant["payload"] = other["payload"]
+        variants.append(variant)
+        variant = json.loads(json.dumps(original))
+        variant["signatures"].reverse()
+        variants.append(variant)
+        variants.append(hand_signed(unb64(original["payload"]), [stranger, doctor], kids=[patient.serial, doctor.serial]))
+        accepted = 0
+        for variant in variants:
+            try:
+                protocol.verify(protocol.parse(variant), keys_of(patient, doctor))
+            except (InvalidInput, InvalidTransaction):
+                continue
+            accepted += 1
+            try:
+                jws.deserialize_json(variant, lambda member: keys[member.headers()["kid"]])
+            except JoseError as exc:
+                pytest.fail(f"accepted a JWS joserfc refuses ({exc}): {variant}")
+        assert accepted == 2  # the original, and its signatures in the other order
+
+    def test_a_card_key_on_another_curve_is_refused(self, patient, doctor):
+        other_curve = ec.generate_private_key(ec.SECP384R1()).public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        signed = protocol.parse(protocol.sign(transaction(patient, doctor), [patient, doctor]))
+        with pytest.raises(InvalidTransaction, match="not an ECDSA P-256 key"):
+            protocol.verify(signed, {**keys_of(doctor), patient.serial: other_curve})
 
     def test_the_keys_must_be_exactly_the_signers(self, patient, doctor, stranger):
         signed = protocol.parse(protocol.sign(transaction(patient, doctor), [patient, doctor]))
