@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -354,12 +354,12 @@ class TestSignParseVerify:
                 pytest.fail(f"accepted a JWS joserfc refuses ({exc}): {variant}")
         assert accepted == 2  # the original, and its signatures in the other order
 
-    def test_a_card_key_on_another_curve_is_refused(self, patient, doctor):
-        other_curve = ec.generate_private_key(ec.SECP384R1()).public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    @pytest.mark.parametrize("key", [ec.generate_private_key(ec.SECP384R1()), ed25519.Ed25519PrivateKey.generate()])
+    def test_a_card_key_other_than_p256_is_refused(self, patient, doctor, key):
+        other = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
         signed = protocol.parse(protocol.sign(transaction(patient, doctor), [patient, doctor]))
         with pytest.raises(InvalidTransaction, match="not an ECDSA P-256 key"):
-            protocol.verify(signed, {**keys_of(doctor), patient.serial: other_curve})
+            protocol.verify(signed, {**keys_of(doctor), patient.serial: other})
 
     def test_the_keys_must_be_exactly_the_signers(self, patient, doctor, stranger):
         signed = protocol.parse(protocol.sign(transaction(patient, doctor), [patient, doctor]))
