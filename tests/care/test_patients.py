@@ -5,8 +5,8 @@ from __future__ import annotations
 import uuid
 from datetime import date
 
-from labes.care.patients import patient_file
-from labes.registry.models import ChronicCondition, Dependant, Person
+from labes.care.patients import _FILE, patient_file
+from labes.registry.models import ChronicCondition, CoveragePeriod, Dependant, Person
 from tests import factories
 
 ON = date.today()
@@ -41,3 +41,25 @@ def test_chronic_diseases_come_in_code_order_and_only_while_valid(session):
     session.flush()
     file = patient_file(session, person=session.get(Person, member.person_id), on=ON)
     assert [c.code for c in file.chronic] == ["08", "21"]
+
+
+def test_the_scheme_in_force_is_the_latest_period_started_by_the_day(session):
+    # PostgreSQL reads it by a LATERAL look-up of the latest period, SQLite by a join on the latest start date:
+    # on PostgreSQL both forms run, and read the same rows.
+    doctor = factories.professional(session)
+    member = factories.member(session, scheme="public")  # in force from 2020-01-01, no family doctor
+    session.add_all([CoveragePeriod(id=uuid.uuid4(), member_id=member.id, scheme="private", start_date=date(2024, 1, 1),
+                                    family_doctor_id=doctor.id),
+                     CoveragePeriod(id=uuid.uuid4(), member_id=member.id, scheme="reimbursement",
+                                    start_date=date(2099, 1, 1))])
+    session.flush()
+    person = session.get(Person, member.person_id)
+    connection = session.connection()
+    forms = list(_FILE.values()) if connection.dialect.name == "postgresql" else [_FILE["sqlite"]]
+    for on, scheme, doctor_id in ((date(2019, 12, 31), None, None), (date(2023, 12, 31), "public", None),
+                                  (date(2024, 1, 1), "private", doctor.id), (date(2098, 12, 31), "private", doctor.id),
+                                  (date(2099, 1, 1), "reimbursement", None)):
+        file = patient_file(session, person=person, on=on)
+        assert (file.scheme, file.family_doctor.id if file.family_doctor else None) == (scheme, doctor_id), on
+        rows = [form.rows(connection, {"person_id": person.id, "on": on, "year": on.year}) for form in forms]
+        assert all(found == rows[0] for found in rows) and rows[0]["head"][0][8] == scheme

@@ -101,6 +101,8 @@ def test_a_union_read_through_asyncpg_is_the_one_through_psycopg_value_for_value
     from labes.db import make_reading_engine
     from labes.registry.models import ChronicCondition, Dependant, Person
 
+    file_read = _FILE["postgresql"]  # the LATERAL form
+
     with committed() as session:
         member = factories.member(session)
         child = factories.dependant(session, member.social_id)
@@ -109,7 +111,7 @@ def test_a_union_read_through_asyncpg_is_the_one_through_psycopg_value_for_value
         people = (member.person_id, child.person_id)
         assert session.get(Dependant, child.id) is not None and session.get(Person, child.person_id) is not None
         on = date.today()
-        through_psycopg = [_FILE.rows(session.connection(), {"person_id": person, "on": on, "year": on.year})
+        through_psycopg = [file_read.rows(session.connection(), {"person_id": person, "on": on, "year": on.year})
                            for person in people]
         cards_read = transactions._CARDS_AND_FILE["postgresql"]
         card_parameters = {"card": world.cards["patient"].serial, "other_card": world.doctor_at_clinic.card.serial,
@@ -121,7 +123,7 @@ def test_a_union_read_through_asyncpg_is_the_one_through_psycopg_value_for_value
         reading = make_reading_engine(committed.kw["bind"], pool_size=1)
         try:
             async with reading.connect() as connection:
-                files = [await connection.run_sync(lambda sync, person=person: _FILE.rows(
+                files = [await connection.run_sync(lambda sync, person=person: file_read.rows(
                     sync, {"person_id": person, "on": on, "year": on.year})) for person in people]
                 return files, await connection.run_sync(lambda sync: cards_read.rows(sync, card_parameters))
         finally:

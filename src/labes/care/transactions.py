@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy import bindparam, delete, func, literal_column, select, update
+from sqlalchemy import bindparam, case, delete, func, literal_column, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -82,13 +82,16 @@ def _cards_read(*, lateral: bool):
     """The cards read. `lateral` (PostgreSQL): the holding professional is a LATERAL lookup of one row, so the plan
     probes its index whatever the registry's size; joined as a table, PostgreSQL's generic plan hashes the whole
     table while it holds a few hundred rows (a region's, or the benchmark's registry): ≈ 0.1 ms of its CPU a request
-    instead of a few µs. SQLite has no LATERAL, and always probes. The practice is a correlated lookup on both."""
+    instead of a few µs. SQLite has no LATERAL, and always probes. The practice is a correlated lookup on both, for a
+    professional's card only: a patient's card has none, and a small register (a few hundred rows) is scanned rather
+    than probed, ≈ 180,000 of PostgreSQL's instructions a read for nothing (BENCHMARKS.md, thirteenth session)."""
     holder = select(*PROFESSIONAL_COLUMNS)
     holder = (holder.where(Professional.id == Card.holder_professional_id).limit(1).lateral("holder_professional")
               if lateral else holder.subquery("holder_professional"))
-    practice = (select(Practice.id).where(Practice.facility_id == Facility.id,
-                                          Practice.professional_id == Card.holder_professional_id)
-                .limit(1).scalar_subquery())
+    practice = case((Card.holder_professional_id.is_not(None),
+                     select(Practice.id).where(Practice.facility_id == Facility.id,
+                                               Practice.professional_id == Card.holder_professional_id)
+                     .limit(1).scalar_subquery()))
     return (select(*_labelled("card", (Card.id, Card.serial, Card.card_type, Card.state, Card.public_key,
                                        Card.last_used_at)),
                    *_labelled("person", PERSON_COLUMNS), *_labelled("professional", holder.c),
@@ -122,7 +125,8 @@ _LAYOUT = _layout(tuple(column.name for column in _CARDS["sqlite"].selected_colu
 # card would be looked up again for each (six times).
 _PATIENT = select(Card.holder_person_id.label("person_id")).where(Card.serial == bindparam("patient_card")).cte("patient")
 _PATIENT_OF_CARD = select(_PATIENT.c.person_id).scalar_subquery()
-_CARDS_AND_FILE = {name: union_read(cards=statement, **patients.file_parts(_PATIENT_OF_CARD))
+_CARDS_AND_FILE = {name: union_read(cards=statement,
+                                     **patients.file_parts(_PATIENT_OF_CARD, lateral=name == "postgresql"))
                    for name, statement in _CARDS.items()}
 
 
