@@ -194,7 +194,7 @@ class Transaction:
     def payload(self) -> bytes:
         """Return the RFC 8785 form of `claims()`: its members are ASCII names and strings, for which the standard
         library's sorted, compact JSON is that form (RFC 8785 §3.2.2.2 escapes strings as it does; tested against
-        `canonical` for any text), and 20 times cheaper than the general canonicaliser."""
+        `canonical` for any text), at a third of the general canonicaliser's cost (9 against 23 µs here)."""
         try:
             return json.dumps(self.claims(), ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
         except UnicodeEncodeError:  # a lone surrogate (json.loads reads "\ud800"): no UTF-8 form, no canonical one
