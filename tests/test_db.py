@@ -102,15 +102,16 @@ def test_a_read_returns_the_rows_sqlalchemy_returns(session):
     member = factories.member(session)
     child = factories.dependant(session, member.social_id)
     session.flush()
+    dialect = session.get_bind().dialect
+    statement = _FILE[dialect.name].statement
     for person_id in (member.person_id, child.person_id):
         parameters = {"person_id": person_id, "on": date.today(), "year": date.today().year}
-        expected = [tuple(row) for row in session.execute(_FILE.statement, parameters)]
-        assert [tuple(row) for row in db.read(session.connection(), _FILE.statement, parameters)] == expected
+        expected = [tuple(row) for row in session.execute(statement, parameters)]
+        assert [tuple(row) for row in db.read(session.connection(), statement, parameters)] == expected
         assert len(expected) == 2  # the head and the one dependant
     assert session.get(Dependant, child.id) is not None
-    dialect = session.get_bind().dialect
     if dialect.name == "postgresql":  # and it did go straight to psycopg
-        assert db._driver_ready(_FILE.statement, dialect) is not None
+        assert db._driver_ready(statement, dialect) is not None
 
 
 def test_the_driver_gets_the_sql_sqlalchemy_compiles_with_the_parameters_numbered():
@@ -128,7 +129,7 @@ def test_the_driver_gets_the_sql_sqlalchemy_compiles_with_the_parameters_numbere
     dialect = postgresql.psycopg.dialect()
     twice = select(Person.id).where(Person.cin == bindparam("cin"), Person.phone != bindparam("cin"),
                                     Person.last_name_lat == bindparam("name"))
-    for statement in (_FILE.statement, _CARDS_AND_FILE["postgresql"].statement, twice):
+    for statement in (_FILE["postgresql"].statement, _CARDS_AND_FILE["postgresql"].statement, twice):
         prepared = db._driver_ready(statement, dialect)
         named = str(statement.compile(dialect=dialect))
         number = {name: index for index, name in enumerate(prepared.order, start=1)}
@@ -425,7 +426,8 @@ def test_a_read_is_seen_by_sqlalchemys_cursor_events(session):
     connection = session.connection()
     event.listen(connection, "before_cursor_execute", record)
     try:
-        db.read(connection, _FILE.statement, {"person_id": uuid.uuid4(), "on": date.today(), "year": 2026})
+        db.read(connection, _FILE[connection.dialect.name].statement,
+                {"person_id": uuid.uuid4(), "on": date.today(), "year": 2026})
     finally:
         event.remove(connection, "before_cursor_execute", record)
     assert len(seen) == 1 and "SELECT 'head' AS part" in seen[0]
