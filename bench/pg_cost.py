@@ -18,7 +18,7 @@ own row versions, which no real check does).
 
 The first run copies the database named by LABES_TEST_DATABASE_URL (a `poc_bench.py` population: cards, a
 practice, a family with dependants) into a cluster of its own under --workdir (`initdb`, `pg_dump`); later runs
-reuse it. The server binaries are PostgreSQL's own (`pg_config --bindir`, or Debian's /usr/lib/postgresql/*/bin);
+reuse it (delete --workdir to copy again, after a migration or a failed copy). The server binaries are PostgreSQL's own (`pg_config --bindir`, or Debian's /usr/lib/postgresql/*/bin);
 run as root, they run as the `postgres` user. Needs valgrind.
 """
 
